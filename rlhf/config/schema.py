@@ -1,0 +1,304 @@
+"""The configuration tree: one typed dataclass per concern.
+
+Every field maps one-to-one to a YAML key and to a `--set section.key=value`
+override; the loader derives both from these classes, never from a second list.
+Validation of a single field lives in its section's `__post_init__`; rules that
+span sections live in `Config.validate()`, which runs before any actor starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message starts with the key's dotted name."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _check(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Hugging Face folder of the policy; the reference starts from it too unless `reference_path` is set."""
+    reference_path: Optional[str] = None
+    """Frozen reference model; defaults to `path`."""
+    reward_path: Optional[str] = None
+    """Sequence-classification reward model, used when `reward.source` is `model`."""
+    critic_path: Optional[str] = None
+    """Value model start point; defaults to `reward_path`, else `path` with a fresh scalar head."""
+    dtype: str = "float32"
+    """Weights and compute precision of every model: float32, bfloat16 or float16."""
+    trust_remote_code: bool = False
+    """Run code shipped inside model folders. Off: a model folder must not be able to run code by default."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+
+
+@dataclass
+class DataConfig:
+    train_path: str = ""
+    """Prompt dataset (JSONL, JSON, Parquet or a saved `datasets` folder)."""
+    eval_path: Optional[str] = None
+    """Held-out prompts, never trained on."""
+    prompt_key: str = "prompt"
+    """Field holding the prompt text (or a list of chat `messages`)."""
+    max_prompt_tokens: int = 64
+    """Prompts longer than this (after the chat template) follow `on_oversize`."""
+    on_oversize: str = "drop"
+    """What to do with an oversize prompt: drop it (counted), truncate it from the left, or error."""
+    on_bad_row: str = "error"
+    """A malformed row stops the run naming file and row (`error`), or is skipped and counted (`skip`)."""
+    apply_chat_template: bool = True
+    """Wrap each prompt as a user turn with the tokenizer's chat template."""
+    chat_template_path: Optional[str] = None
+    """A Jinja chat template file to use when the tokenizer has none (or to replace it)."""
+    shuffle: bool = True
+    """Reshuffle prompts each epoch (seeded by `trainer.seed`, so resume reproduces the order)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+        _one_of(self.on_oversize, ("drop", "truncate", "error"), "data.on_oversize")
+        _one_of(self.on_bad_row, ("error", "skip"), "data.on_bad_row")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "builtin"
+    """Generation engine: `builtin` (HF generate with KV cache), `vllm`, or `auto`."""
+    samples_per_prompt: int = 4
+    """Completions sampled for each prompt (the group size of GRPO/RLOO)."""
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 disables top-k."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a completion (besides the EOS token)."""
+    gpu_memory_utilization: float = 0.1
+    """vLLM's memory share: of GPU memory, or of host memory on CPU (keep small on a laptop)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.engine, ("builtin", "vllm", "auto"), "rollout.engine")
+        _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
+        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        _check(self.temperature > 0, "rollout.temperature", "must be > 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        _check(self.top_k >= 0, "rollout.top_k", "must be >= 0")
+        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+
+
+@dataclass
+class KLConfig:
+    controller: str = "adaptive"
+    """`adaptive` (Ziegler et al. 2019) or `fixed`."""
+    init_coef: float = 0.05
+    target: float = 6.0
+    """Adaptive: the KL (summed over a response, in nats) the coefficient steers toward."""
+    horizon: int = 10000
+    estimator: str = "k1"
+    """Per-token KL estimator: k1, k2 or k3."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.controller, ("adaptive", "fixed"), "algorithm.kl.controller")
+        _one_of(self.estimator, ("k1", "k2", "k3"), "algorithm.kl.estimator")
+        _check(self.init_coef >= 0, "algorithm.kl.init_coef", "must be >= 0")
+        _check(self.target > 0, "algorithm.kl.target", "must be > 0")
+        _check(self.horizon > 0, "algorithm.kl.horizon", "must be > 0")
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "ppo"
+    """Training mode."""
+    advantage: str = "gae"
+    """`gae` (PPO with the critic group) or a critic-free estimator: grpo, rloo, reinforce_pp."""
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    value_clip_eps: Optional[float] = 0.2
+    """Clip range of the value loss around the old values; null disables clipping."""
+    ppo_epochs: int = 1
+    """Passes over each step's experience."""
+    entropy_coef: float = 0.0
+    whiten_advantages: bool = True
+    """Whiten GAE advantages over the batch (critic-free estimators normalise on their own)."""
+    kl: KLConfig = field(default_factory=KLConfig)
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, ("ppo",), "algorithm.name")
+        _one_of(self.advantage, ("gae", "grpo", "rloo", "reinforce_pp"), "algorithm.advantage")
+        _check(0 <= self.gamma <= 1, "algorithm.gamma", "must be in [0, 1]")
+        _check(0 <= self.gae_lambda <= 1, "algorithm.gae_lambda", "must be in [0, 1]")
+        _check(self.clip_eps > 0, "algorithm.clip_eps", "must be > 0")
+        _check(self.value_clip_eps is None or self.value_clip_eps > 0, "algorithm.value_clip_eps", "must be > 0 or null")
+        _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
+        _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage == "gae"
+
+
+@dataclass
+class RewardConfig:
+    source: str = "function"
+    """`model` (a trained reward model: `model.reward_path`) or `function` (`reward.function`)."""
+    function: str = "rlhf.tasks:letter_reward"
+    """`module:function` called as fn(prompts=[...], responses=[...]) -> list of floats."""
+    clip: Optional[float] = None
+    """Clip scores to [-clip, clip]; null leaves them as they are."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, ("model", "function"), "reward.source")
+        _check(":" in self.function, "reward.function", f"must look like module:function; got {self.function!r}")
+        _check(self.clip is None or self.clip > 0, "reward.clip", "must be > 0 or null")
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 20
+    """PPO steps (each: generate, score, update, sync)."""
+    prompts_per_step: int = 8
+    """Prompts per step; the rollout batch is prompts_per_step * samples_per_prompt."""
+    mini_batch_size: int = 16
+    """Samples per optimizer step, over all replicas."""
+    micro_batch_size: int = 8
+    """Samples per forward/backward on one replica (gradient accumulation covers the rest)."""
+    learning_rate: float = 1e-5
+    critic_learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage, 0 to 3."""
+    seed: int = 0
+    output_dir: str = "outputs/run"
+    save_steps: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    resume: str = "off"
+    """`auto`: continue from the latest complete checkpoint in output_dir when there is one."""
+    save_hf_model: bool = True
+    """Save the final policy in Hugging Face format under output_dir/final."""
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints"):
+            _check(getattr(self, key) >= 1, f"trainer.{key}", "must be >= 1")
+        _check(self.learning_rate > 0, "trainer.learning_rate", "must be > 0")
+        _check(self.critic_learning_rate > 0, "trainer.critic_learning_rate", "must be > 0")
+        _check(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
+        _check(0 <= self.zero_stage <= 3, "trainer.zero_stage", "must be 0, 1, 2 or 3")
+        _check(self.save_steps >= 0, "trainer.save_steps", "must be >= 0")
+        _one_of(self.resume, ("off", "auto"), "trainer.resume")
+
+
+@dataclass
+class GroupConfig:
+    replicas: int = 1
+    num_cpus: float = 1.0
+    """Ray CPUs per replica; also the torch thread count inside it."""
+    num_gpus: float = 0.0
+    strategy: str = "PACK"
+    """Placement strategy of the group's placement group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
+    node_resource: Optional[str] = None
+    """A custom Ray resource that pins the group to the nodes that have it."""
+
+    def __post_init__(self) -> None:
+        _check(self.replicas >= 1, "replicas", "must be >= 1")
+        _check(self.num_cpus > 0, "num_cpus", "must be > 0")
+        _check(self.num_gpus >= 0, "num_gpus", "must be >= 0")
+        _one_of(self.strategy, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"), "strategy")
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None
+    """Cluster to join; null starts a local Ray unless RAY_ADDRESS is set."""
+    num_cpus: Optional[int] = None
+    """Logical CPUs of a local Ray; null: enough for every group."""
+    colocate: bool = False
+    """Pack all groups into one placement group on shared resources."""
+    placement_timeout_s: float = 120.0
+    """How long to wait for placement before failing and naming the group."""
+    policy: GroupConfig = field(default_factory=GroupConfig)
+    critic: GroupConfig = field(default_factory=GroupConfig)
+    reference: GroupConfig = field(default_factory=GroupConfig)
+    reward: GroupConfig = field(default_factory=GroupConfig)
+    rollout: GroupConfig = field(default_factory=GroupConfig)
+
+    GROUPS = ("policy", "critic", "reference", "reward", "rollout")
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "rlhf"
+    entity: Optional[str] = None
+    mode: str = "auto"
+    """`auto`: online when WANDB_API_KEY is set, offline otherwise; or `online` / `offline`."""
+    run_name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("auto", "online", "offline"), "logging.wandb.mode")
+
+
+@dataclass
+class LoggingConfig:
+    progress: bool = True
+    """Show a progress bar with step, reward and KL."""
+    sample_completions: int = 4
+    """Completions per step written to samples.jsonl and W&B."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> None:
+        """Rules that span sections; runs before any actor is spawned."""
+        _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
+        _check(bool(self.data.train_path), "data.train_path", "is required")
+        if self.reward.source == "model":
+            _check(bool(self.model.reward_path), "model.reward_path", "is required when reward.source is model")
+        rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
+        _check(
+            rollout_batch % self.trainer.mini_batch_size == 0,
+            "trainer.mini_batch_size",
+            f"must divide the rollout batch (prompts_per_step * samples_per_prompt = {rollout_batch})",
+        )
+        per_replica = self.trainer.mini_batch_size // self.ray.policy.replicas
+        _check(
+            self.trainer.mini_batch_size % self.ray.policy.replicas == 0
+            and per_replica % self.trainer.micro_batch_size == 0,
+            "trainer.micro_batch_size",
+            f"mini_batch_size / ray.policy.replicas = {self.trainer.mini_batch_size / self.ray.policy.replicas:g} "
+            f"must be a multiple of micro_batch_size ({self.trainer.micro_batch_size})",
+        )
+        if self.algorithm.uses_critic:
+            _check(
+                self.trainer.mini_batch_size % (self.ray.critic.replicas * self.trainer.micro_batch_size) == 0,
+                "ray.critic.replicas",
+                "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
+            )
+        if self.algorithm.advantage in ("grpo", "rloo"):
+            _check(
+                self.rollout.samples_per_prompt >= 2,
+                "rollout.samples_per_prompt",
+                f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
+            )

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from rlhf.config import ConfigError, all_keys, dump, load
+
+SNAPSHOT = Path(__file__).with_name("config_keys.txt")
+BASE = ["model.path=/m", "data.train_path=/d.jsonl"]
+
+
+def test_config_keys_are_frozen_by_snapshot():
+    # Adding or renaming a key is a deliberate change: update config_keys.txt in the same commit.
+    assert all_keys() == SNAPSHOT.read_text().split()
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {path: /m}\ndata: {train_path: /d.jsonl}\nalgorithm: {kl: {target: 3}}\n")
+    cfg = load(path, ["algorithm.kl.init_coef=0.5", "ray.policy.replicas=2", 'rollout.stop=["\\n"]'])
+    assert cfg.algorithm.kl.target == 3.0 and isinstance(cfg.algorithm.kl.target, float)
+    assert cfg.algorithm.kl.init_coef == 0.5
+    assert cfg.ray.policy.replicas == 2
+    assert cfg.rollout.stop == ["\n"]
+    assert cfg.ray.critic.replicas == 1  # sections of the same type stay independent
+
+
+def test_round_trip(tmp_path):
+    cfg = load(None, BASE + ["trainer.steps=7", "reward.clip=null"])
+    dump(cfg, tmp_path / "out.yaml")
+    assert load(tmp_path / "out.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.stepz=3", "trainer.stepz: unknown key"),
+        ("nope.x=1", "nope: unknown key"),
+        ("trainer.steps=abc", "trainer.steps: expected int"),
+        ("trainer.steps=1.5", "trainer.steps: expected int"),
+        ("trainer.steps=0", "trainer.steps: must be >= 1"),
+        ("model.trust_remote_code=1", "model.trust_remote_code: expected bool"),
+        ("rollout.engine=tgi", "rollout.engine: must be one of"),
+        ("algorithm.kl.estimator=k4", "algorithm.kl.estimator: must be one of"),
+        ("ray.critic.replicas=0", "ray.critic.replicas: must be >= 1"),
+        ("ray.rollout.strategy=RANDOM", "ray.rollout.strategy: must be one of"),
+        ("trainer.mini_batch_size=5", "trainer.mini_batch_size: must divide"),
+        ("algorithm.kl=3", "algorithm.kl: must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load(None, BASE + [override])
+    assert str(err.value).startswith(key)
+
+
+def test_required_and_cross_section_rules():
+    with pytest.raises(ConfigError, match="^model.path: is required"):
+        load(None, ["data.train_path=/d"])
+    with pytest.raises(ConfigError, match="^model.reward_path: is required"):
+        load(None, BASE + ["reward.source=model"])
+    with pytest.raises(ConfigError, match="^rollout.samples_per_prompt"):
+        load(None, BASE + ["algorithm.advantage=grpo", "rollout.samples_per_prompt=1",
+                           "trainer.prompts_per_step=16"])
+    with pytest.raises(ConfigError, match="^trainer.micro_batch_size"):
+        load(None, BASE + ["ray.policy.replicas=2", "trainer.micro_batch_size=16"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load(bad)
