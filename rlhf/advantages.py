@@ -206,4 +206,5 @@ def broadcast_to_tokens(seq_values: torch.Tensor, mask: torch.Tensor) -> torch.T
             f"and {tuple(mask.shape)}"
         )
     expanded = seq_values[:, None].expand(mask.shape)
-    return torch.where(mask.bool(), expanded, torch.zeros((), dtype=seq_values.dtype, device=seq_values.device))
+    zero = torch.zeros((), dtype=seq_values.dtype, device=seq_values.device)
+    return torch.where(mask.bool(), expanded, zero)

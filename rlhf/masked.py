@@ -37,7 +37,8 @@ def masked_sum(
         0-dim tensor if ``dim`` is None, otherwise ``x`` reduced over ``dim``
         (e.g. [B] for dim=-1 on [B, T]).
     """
-    selected = torch.where(_as_bool(mask), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    selected = torch.where(_as_bool(mask), x, zero)
     return selected.sum() if dim is None else selected.sum(dim=dim)
 
 
@@ -65,7 +66,8 @@ def masked_mean(
     nonempty = count > 0
     # Divide by 1 where empty so the unused branch of where() is finite too;
     # otherwise its 0/0 would produce NaN gradients.
-    return torch.where(nonempty, total / torch.where(nonempty, count, torch.ones_like(count)), torch.zeros_like(total))
+    safe_count = torch.where(nonempty, count, torch.ones_like(count))
+    return torch.where(nonempty, total / safe_count, torch.zeros_like(total))
 
 
 def masked_var(
@@ -114,4 +116,5 @@ def masked_whiten(
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return torch.where(_as_bool(mask), whitened, torch.zeros((), dtype=whitened.dtype, device=whitened.device))
+    zero = torch.zeros((), dtype=whitened.dtype, device=whitened.device)
+    return torch.where(_as_bool(mask), whitened, zero)

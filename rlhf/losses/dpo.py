@@ -35,6 +35,12 @@ def _neg_logsigmoid(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(-x)
 
 
+def _smoothed_neg_logsigmoid(logits: torch.Tensor, eps: float) -> torch.Tensor:
+    # cDPO: the label is flipped with probability eps, so the loss is the
+    # expected BCE under that noise.
+    return (1 - eps) * _neg_logsigmoid(logits) + eps * _neg_logsigmoid(-logits)
+
+
 def _lengths(name: str, lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if lengths is None:
         raise ValueError(f"loss_type 'simpo' requires {name}")
@@ -99,7 +105,7 @@ def dpo_loss(
         chosen_reward = beta * policy_chosen_logps / c_len
         rejected_reward = beta * policy_rejected_logps / r_len
         logits = chosen_reward - rejected_reward - simpo_gamma
-        losses = (1 - label_smoothing) * _neg_logsigmoid(logits) + label_smoothing * _neg_logsigmoid(-logits)
+        losses = _smoothed_neg_logsigmoid(logits, label_smoothing)
         return losses, chosen_reward.detach(), rejected_reward.detach()
 
     if ref_chosen_logps is None or ref_rejected_logps is None:
@@ -111,5 +117,5 @@ def dpo_loss(
     if loss_type == "ipo":
         losses = (h - 1.0 / (2.0 * beta)) ** 2
     else:  # sigmoid, cdpo
-        losses = (1 - label_smoothing) * _neg_logsigmoid(beta * h) + label_smoothing * _neg_logsigmoid(-beta * h)
+        losses = _smoothed_neg_logsigmoid(beta * h, label_smoothing)
     return losses, (beta * chosen_logratio).detach(), (beta * rejected_logratio).detach()

@@ -117,13 +117,17 @@ def value_loss(
         tokens where the clipped error was strictly larger (and so chosen).
     """
     keep = mask.bool()
-    returns = returns.detach()
+    # Sanitise padding before any arithmetic: a NaN target there would otherwise
+    # reach values.grad through the chain rule (0 * NaN) even though masked out.
+    zero = _zero(values)
+    values = torch.where(keep, values, zero)
+    returns = torch.where(keep, returns.detach(), zero)
     err_unclipped = (values - returns) ** 2
     if clip_eps is None:
         loss = 0.5 * masked_mean(err_unclipped, keep)
         return loss, ValueLossStats(clipfrac=torch.zeros((), dtype=values.dtype, device=values.device))
 
-    old_values = old_values.detach()
+    old_values = torch.where(keep, old_values.detach(), zero)
     clipped_values = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
     err_clipped = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(err_unclipped, err_clipped), keep)
@@ -180,7 +184,11 @@ def kl_penalized_rewards(
             f"expected scores [B] and mask [B, T], got {tuple(scores.shape)} and {tuple(mask.shape)}"
         )
     keep = mask.bool()
-    kl = torch.where(keep, kl_estimate(logprobs, ref_logprobs, kind), _zero(logprobs))
+    zero = _zero(logprobs)
+    # Sanitise padding first so garbage there cannot produce NaN gradients.
+    logprobs = torch.where(keep, logprobs, zero)
+    ref_logprobs = torch.where(keep, ref_logprobs, zero)
+    kl = kl_estimate(logprobs, ref_logprobs, kind)
     rewards = -kl_coef * kl
 
     T = mask.shape[1]
