@@ -1,0 +1,108 @@
+"""Trained roles (policy, critic): one DeepSpeed data-parallel replica per actor."""
+from __future__ import annotations
+
+from typing import Optional
+
+import ray
+import torch
+
+from actors.common import prepare_process, where_am_i
+from rlhf.algorithms.ppo_losses import critic_micro_batch_loss, policy_micro_batch_loss
+from rlhf.config import Config
+from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
+from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
+from rlhf.records import Experience, TrainStats
+from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
+from rlhf.training.distributed import free_port, init_process_group
+
+
+@ray.remote
+class TrainingActor:
+    """Holds one replica of the policy or the critic inside a DeepSpeed engine."""
+
+    def __init__(self, role: str, cfg: Config, rank: int, world_size: int) -> None:
+        if role not in ("policy", "critic"):
+            raise ValueError(f"unknown trained role {role!r}")
+        self.role, self.cfg, self.rank, self.world_size = role, cfg, rank, world_size
+        prepare_process(getattr(cfg.ray, role).num_cpus, cfg.trainer.seed + rank)
+        self.model: Optional[DeepSpeedModel] = None
+
+    def where(self) -> dict:
+        return where_am_i()
+
+    def master_address(self) -> tuple[str, int]:
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int, collective_timeout_s: float = 300.0) -> None:
+        """Join the process group and build the engine; all replicas call it concurrently."""
+        cfg = self.cfg
+        init_process_group(self.rank, self.world_size, master_addr, master_port, collective_timeout_s)
+        # Same seed on every rank: a fresh critic head must start identical everywhere.
+        torch.manual_seed(cfg.trainer.seed)
+        if self.role == "policy":
+            module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
+            lr = cfg.trainer.learning_rate
+        else:
+            start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
+            module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code)
+            lr = cfg.trainer.critic_learning_rate
+        per_replica = cfg.trainer.mini_batch_size // self.world_size
+        ds_config = deepspeed_config(
+            zero_stage=cfg.trainer.zero_stage,
+            micro_batch_size=cfg.trainer.micro_batch_size,
+            grad_accum_steps=per_replica // cfg.trainer.micro_batch_size,
+            world_size=self.world_size,
+            learning_rate=lr,
+            weight_decay=cfg.trainer.weight_decay,
+            max_grad_norm=cfg.trainer.max_grad_norm,
+            dtype=cfg.model.dtype,
+        )
+        self.model = DeepSpeedModel(module, ds_config)
+        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+
+    @torch.no_grad()
+    def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """Policy: response log-probs [B, R]; critic: response values [B, R]."""
+        module = self.model.module
+        module.eval()
+        parts = []
+        for s in in_micro_batches(len(sequences), self.cfg.trainer.micro_batch_size):
+            if self.role == "policy":
+                parts.append(policy_logprobs(module, sequences[s], attention_mask[s], prompt_len)[0])
+            else:
+                parts.append(response_values(module, sequences[s], attention_mask[s], prompt_len))
+        return torch.cat(parts).float()
+
+    def train(self, mini_batches: list[Experience]) -> TrainStats:
+        """One optimizer step per element: this replica's share of one global mini-batch."""
+        module = self.model.module
+        module.train()
+        algo = self.cfg.algorithm
+        totals: dict[str, float] = {}
+        count = 0
+        for mini_batch in mini_batches:
+            for s in in_micro_batches(len(mini_batch), self.cfg.trainer.micro_batch_size):
+                micro = mini_batch.select(s)
+                if self.role == "policy":
+                    loss, metrics = policy_micro_batch_loss(module, micro, algo.clip_eps, algo.entropy_coef)
+                else:
+                    loss, metrics = critic_micro_batch_loss(module, micro, algo.value_clip_eps)
+                self.model.backward_step(loss)
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                count += 1
+        return TrainStats({k: v / max(count, 1) for k, v in totals.items()}, count)
+
+    def weights_blob(self) -> Optional[bytes]:
+        """Full weights as safetensors bytes on rank 0 (every rank must call: ZeRO-3 gathers)."""
+        blob = self.model.full_state_bytes()
+        return blob if self.rank == 0 else None
+
+    def save_checkpoint(self, folder: str) -> None:
+        self.model.save_checkpoint(folder)
+
+    def load_checkpoint(self, folder: str) -> None:
+        self.model.load_checkpoint(folder)
+
+    def save_pretrained(self, folder: str) -> Optional[str]:
+        return self.model.save_pretrained(folder, self.tokenizer, self.rank)

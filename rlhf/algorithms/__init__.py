@@ -1,0 +1,1 @@
+"""Algorithms composed from the math core: what PPO does with a scored rollout."""

@@ -1,0 +1,28 @@
+"""The `rlhf` command: `rlhf assets`, `rlhf train`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlhf", description="Distributed RLHF on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from rlhf.assets.cli import add_assets_subcommand
+
+    add_assets_subcommand(sub)
+
+    from rlhf.train import add_train_arguments, train_command
+
+    train = sub.add_parser("train", help="run a training config")
+    add_train_arguments(train, config_flag=False)
+    train.set_defaults(func=train_command)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

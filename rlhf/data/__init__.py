@@ -1,0 +1,1 @@
+"""Datasets: reading rows with precise errors, prompts for rollouts."""

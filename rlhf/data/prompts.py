@@ -1,0 +1,128 @@
+"""Prompts for rollouts: read, wrap in the chat template, tokenize, filter by length, sample.
+
+The same tokenized prompts feed generation and training, so the oversize policy
+applies identically on both sides (RELIABILITY.md test 7).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from rlhf.data.reader import DataError, ReadReport, read_rows, require_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prompt:
+    row: int
+    """1-based row in the source file."""
+    text: str
+    """The prompt as the engine sees it (chat template applied)."""
+    token_ids: list[int]
+
+
+def ensure_chat_template(tokenizer, template_path: Optional[str], model_path: str) -> None:
+    """Use `template_path` if given; otherwise the tokenizer must have a template of its own."""
+    if template_path:
+        with open(template_path, encoding="utf-8") as fh:
+            tokenizer.chat_template = fh.read()
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            f"the tokenizer of {model_path} has no chat template: set data.chat_template_path to a Jinja "
+            "template file, or data.apply_chat_template=false to feed prompts as raw text"
+        )
+
+
+def _parse_prompt(key: str):
+    def parse(row: dict):
+        value = row.get(key) if key in row else None
+        if isinstance(value, list):  # chat messages
+            for i, msg in enumerate(value):
+                if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+                    raise ValueError(f"field {key!r}[{i}] must be a message with 'role' and 'content'")
+            if not value:
+                raise ValueError(f"field {key!r} is an empty message list")
+            return value
+        return require_text(row, key)
+
+    return parse
+
+
+def load_prompts(
+    path: str,
+    tokenizer,
+    prompt_key: str = "prompt",
+    max_prompt_tokens: int = 64,
+    on_oversize: str = "drop",
+    on_bad_row: str = "error",
+    apply_chat_template: bool = True,
+) -> tuple[list[Prompt], dict[str, int]]:
+    """Tokenized prompts and counts {"rows", "skipped_bad", "dropped_oversize", "truncated"}."""
+    report = ReadReport()
+    rows = read_rows(path, _parse_prompt(prompt_key), on_bad_row, report)
+    prompts, dropped, truncated = [], 0, 0
+    for number, value in rows:
+        if apply_chat_template:
+            messages = value if isinstance(value, list) else [{"role": "user", "content": value}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = value if isinstance(value, str) else "\n".join(m["content"] for m in value)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt_tokens:
+            if on_oversize == "error":
+                raise DataError(
+                    f"{path}:{number}: prompt has {len(ids)} tokens, over data.max_prompt_tokens={max_prompt_tokens}"
+                )
+            if on_oversize == "drop":
+                dropped += 1
+                continue
+            ids = ids[-max_prompt_tokens:]  # keep the end: the generation prompt must survive
+            text = tokenizer.decode(ids)
+            truncated += 1
+        prompts.append(Prompt(row=number, text=text, token_ids=ids))
+    if dropped:
+        logger.warning("%s: dropped %d prompts longer than %d tokens", path, dropped, max_prompt_tokens)
+    if not prompts:
+        raise DataError(f"{path}: every prompt is longer than data.max_prompt_tokens={max_prompt_tokens}")
+    counts = {"rows": len(prompts), "skipped_bad": report.skipped, "dropped_oversize": dropped, "truncated": truncated}
+    return prompts, counts
+
+
+class PromptSampler:
+    """Walks the prompts in epochs, reshuffled per epoch from the seed; its position survives resume."""
+
+    def __init__(self, prompts: list[Prompt], seed: int, shuffle: bool = True) -> None:
+        self.prompts = prompts
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.position = 0
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        order = list(range(len(self.prompts)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def next_batch(self, size: int) -> list[Prompt]:
+        batch = []
+        while len(batch) < size:
+            if self.position >= len(self._order):
+                self.epoch += 1
+                self.position = 0
+                self._order = self._make_order()
+            batch.append(self.prompts[self._order[self.position]])
+            self.position += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._order = self._make_order()

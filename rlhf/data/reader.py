@@ -1,0 +1,116 @@
+"""Read dataset rows, naming the file and row of anything malformed.
+
+JSONL is read line by line here (not through `datasets`) so a broken line is
+reported with its line number; JSON, Parquet and saved `datasets` folders go
+through `datasets`, and rows are numbered from 1 in file order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """A dataset problem; the message names the file (and row where there is one)."""
+
+
+@dataclass
+class ReadReport:
+    rows_read: int = 0
+    skipped: int = 0
+    first_bad: list[str] = field(default_factory=list)
+    """The first few problems, `file:row: what`."""
+
+
+def _raw_rows(path: str):
+    """Yield (row_number, row_or_exception)."""
+    if os.path.isdir(path):
+        import datasets
+
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            raise DataError(f"{path}: a DatasetDict; point at one split's folder ({', '.join(ds.keys())})")
+        for i, row in enumerate(ds, start=1):
+            yield i, row
+        return
+    if path.endswith(".jsonl"):
+        with open(path, "rb") as fh:
+            for i, raw in enumerate(fh, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield i, DataError(f"not valid UTF-8 ({err.reason} at byte {err.start})")
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    yield i, json.loads(text)
+                except json.JSONDecodeError as err:
+                    yield i, DataError(f"broken JSON ({err.msg} at column {err.colno})")
+        return
+    import datasets
+
+    kind = {".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1])
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a saved datasets folder)")
+    try:
+        ds = datasets.load_dataset(kind, data_files=path, split="train")
+    except Exception as err:  # datasets wraps parse errors in several types
+        raise DataError(f"{path}: could not be read as {kind}: {err}") from None
+    for i, row in enumerate(ds, start=1):
+        yield i, row
+
+
+def read_rows(
+    path: str,
+    parse: Callable[[dict], Any],
+    on_bad_row: str = "error",
+    report: Optional[ReadReport] = None,
+) -> list[tuple[int, Any]]:
+    """Parse every row with `parse` (which raises ValueError on a bad row).
+
+    Returns (row_number, parsed) pairs. With on_bad_row="error" the first bad row raises
+    DataError naming `path:row`; with "skip" bad rows are counted in `report` and logged.
+    An empty result is always an error: training on nothing is never what was meant.
+    """
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file or folder")
+    report = report if report is not None else ReadReport()
+    rows = []
+    for number, raw in _raw_rows(path):
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            if not isinstance(raw, dict):
+                raise DataError(f"expected a JSON object, got {type(raw).__name__}")
+            rows.append((number, parse(raw)))
+            report.rows_read += 1
+        except (ValueError, TypeError, KeyError) as err:
+            problem = f"{path}:{number}: {err}"
+            if on_bad_row == "error":
+                raise DataError(problem + " (set data.on_bad_row=skip to skip bad rows)") from None
+            report.skipped += 1
+            if len(report.first_bad) < 5:
+                report.first_bad.append(problem)
+    if report.skipped:
+        logger.warning("%s: skipped %d bad rows; first: %s", path, report.skipped, "; ".join(report.first_bad))
+    if not rows:
+        raise DataError(f"{path}: no usable rows" + (f" ({report.skipped} bad rows skipped)" if report.skipped else ""))
+    return rows
+
+
+def require_text(row: dict, key: str) -> str:
+    """The non-empty string at `key`, or a ValueError saying what is wrong with it."""
+    if key not in row:
+        raise KeyError(f"missing field {key!r} (fields: {', '.join(sorted(row))})")
+    value = row[key]
+    if not isinstance(value, str):
+        raise TypeError(f"field {key!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"field {key!r} is empty")
+    return value

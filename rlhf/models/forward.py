@@ -1,0 +1,75 @@
+"""Batched forward passes over [left-padded prompt | right-padded response] rows.
+
+Every forward passes position ids derived from the attention mask, so a left-padded
+row scores exactly like the same row unpadded; the rollout engines, the trainers and
+the frozen models must agree on this to the last digit for PPO's ratios to mean anything.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from rlhf.logprobs import position_ids_from_attention_mask, response_logprobs
+from rlhf.losses import entropy_from_logits
+
+
+def causal_lm_logits(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, V] logits with padding-aware position ids."""
+    out = model(
+        input_ids=sequences,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_attention_mask(attention_mask),
+        use_cache=False,
+    )
+    return out.logits
+
+
+def policy_logprobs(
+    model: PreTrainedModel,
+    sequences: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Response log-probs [B, R] (and per-token entropy [B, R] when asked)."""
+    logits = causal_lm_logits(model, sequences, attention_mask)
+    logprobs = response_logprobs(logits, sequences, prompt_len)
+    entropy = entropy_from_logits(logits[:, prompt_len - 1 : -1]) if with_entropy else None
+    return logprobs, entropy
+
+
+def token_values(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar head of a sequence classifier read at every position: [B, T].
+
+    Transformers' classifier forward pools at the last token; a critic needs a value per
+    token, so the backbone and the `score` head are called separately.
+    """
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(
+        input_ids=sequences,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_attention_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    return model.score(hidden).squeeze(-1).float()
+
+
+def response_values(
+    model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    """V(s_t) for each response token, [B, R]: the value of the state just before it is emitted."""
+    return token_values(model, sequences, attention_mask)[:, prompt_len - 1 : -1]
+
+
+def sequence_scores(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A reward model's score per row [B], read at the last real token (whatever the padding side)."""
+    values = token_values(model, sequences, attention_mask)
+    positions = torch.arange(sequences.shape[1], device=sequences.device)
+    last = (positions * attention_mask).argmax(dim=-1)
+    return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+
+def in_micro_batches(n_rows: int, micro_batch_size: int):
+    """Slices covering 0..n_rows in chunks of micro_batch_size."""
+    for start in range(0, n_rows, micro_batch_size):
+        yield slice(start, min(start + micro_batch_size, n_rows))

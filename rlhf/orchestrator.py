@@ -1,0 +1,346 @@
+"""The PPO driver: spawns the actor groups, runs the step loop, checkpoints, shuts down.
+
+Lifecycle: `start()` places and spawns the groups (policy and critic replicas form their
+process groups, the rollout engines load the start weights), optionally restores the latest
+complete checkpoint, then `run()` loops over steps, and `shutdown()` kills the actors in the
+reverse order of their use (rollout, reward, reference, critic, policy) and frees the
+placement groups. Each step reads top to bottom as numbered phases, one call each.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from contextlib import contextmanager
+from typing import Optional
+
+import ray
+import torch
+
+from actors.frozen import ReferenceActor, RewardActor
+from actors.groups import ActorGroup, Placement
+from actors.rollout import RolloutActor
+from actors.trainer import TrainingActor
+from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
+from rlhf.checkpoint import CheckpointManager
+from rlhf.config import Config, to_dict
+from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
+from rlhf.kl import AdaptiveKLController, FixedKLController
+from rlhf.masked import masked_mean
+from rlhf.metrics import MetricsLogger
+from rlhf.models.loading import load_tokenizer
+from rlhf.records import Experience, RolloutBatch, TrainStats
+from rlhf.rollout import SamplingSpec
+from rlhf.rollout.batch import collate_rollout
+
+logger = logging.getLogger(__name__)
+
+
+def _cat_split(refs: list) -> torch.Tensor:
+    return torch.cat(ray.get(refs))
+
+
+class PPOOrchestrator:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.output_dir = cfg.trainer.output_dir
+        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+        if cfg.data.apply_chat_template:
+            ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
+        prompts, self.data_counts = load_prompts(
+            cfg.data.train_path, self.tokenizer, cfg.data.prompt_key, cfg.data.max_prompt_tokens,
+            cfg.data.on_oversize, cfg.data.on_bad_row, cfg.data.apply_chat_template,
+        )
+        self.sampler = PromptSampler(prompts, cfg.trainer.seed, cfg.data.shuffle)
+        kl = cfg.algorithm.kl
+        self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"
+                       else FixedKLController(kl.init_coef))
+        self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
+        self.step = 0
+        self.history: list[dict] = []
+        self.placement: Optional[Placement] = None
+        self.groups: dict[str, ActorGroup] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    def group_names(self) -> list[str]:
+        names = ["policy", "reference", "reward", "rollout"]
+        if self.cfg.algorithm.uses_critic:
+            names.insert(1, "critic")
+        return names
+
+    def start(self, resume: bool = False) -> None:
+        cfg = self.cfg
+        names = self.group_names()
+        self.placement = Placement(cfg.ray, names)
+        for role in ("policy", "critic"):
+            if role in names:
+                self.groups[role] = self._spawn_trainers(role)
+        self.groups["reference"] = self._spawn("reference", ReferenceActor)
+        self.groups["reward"] = self._spawn("reward", RewardActor)
+        self.groups["rollout"] = self._spawn("rollout", RolloutActor)
+        placement_log = {name: group.where() for name, group in self.groups.items()}
+        with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
+            json.dump(placement_log, fh, indent=1)
+        for name, where in placement_log.items():
+            logger.info("group %s: %d replica(s) on nodes %s", name, len(where),
+                        [w["node_id"][:8] for w in where])
+        if resume or cfg.trainer.resume == "auto":
+            self._restore_latest()
+
+    def _spawn(self, name: str, actor_cls) -> ActorGroup:
+        replicas = getattr(self.cfg.ray, name).replicas
+        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r) for r in range(replicas)]
+        return ActorGroup(name, handles)
+
+    def _spawn_trainers(self, role: str) -> ActorGroup:
+        world = getattr(self.cfg.ray, role).replicas
+        handles = [TrainingActor.options(**self.placement.options(role, r)).remote(role, self.cfg, r, world)
+                   for r in range(world)]
+        addr, port = ray.get(handles[0].master_address.remote())
+        ray.get([h.setup.remote(addr, port) for h in handles])
+        return ActorGroup(role, handles)
+
+    def shutdown(self) -> None:
+        for name in ("rollout", "reward", "reference", "critic", "policy"):
+            for handle in self.groups.get(name, ActorGroup(name, [])).handles:
+                ray.kill(handle, no_restart=True)
+        self.groups = {}
+        if self.placement is not None:
+            self.placement.remove()
+            self.placement = None
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        metrics_log = MetricsLogger(self.output_dir, to_dict(cfg), cfg.logging.wandb, cfg.logging.progress,
+                                    cfg.trainer.steps, start_step=self.step)
+        started = time.perf_counter()
+        try:
+            while self.step < cfg.trainer.steps:
+                self.step += 1
+                metrics, samples = self.train_step(self.step)
+                metrics_log.log(self.step, metrics)
+                metrics_log.log_samples(self.step, *samples)
+                self.history.append(metrics)
+                if (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or self.step == cfg.trainer.steps:
+                    self.save_checkpoint()
+            final_dir = None
+            if cfg.trainer.save_hf_model:
+                final_dir = os.path.join(self.output_dir, "final")
+                ray.get(self.groups["policy"].call("save_pretrained", final_dir))
+        finally:
+            metrics_log.close()
+        return self._summary(time.perf_counter() - started, final_dir)
+
+    def train_step(self, step: int) -> tuple[dict, tuple]:
+        cfg, timings = self.cfg, {}
+        step_start = time.perf_counter()
+        # 1. Prompts for this step (the sampler's position is part of the checkpoint).
+        prompts = self.sampler.next_batch(cfg.trainer.prompts_per_step)
+        # 2. Generate with the rollout engines.
+        with self._timed(timings, "generate"):
+            rollout = self.generate(prompts, step)
+        # 3. Experience: old log-probs, reference log-probs, values and scores, all in parallel.
+        with self._timed(timings, "experience"):
+            logprobs, ref_logprobs, values, scores = self.make_experience(rollout)
+        # 4. KL-shaped rewards and advantages.
+        kl_coef = self.kl_ctl.value
+        targets = compute_targets(
+            scores, logprobs, ref_logprobs, rollout.response_mask, values,
+            advantage=cfg.algorithm.advantage, kl_coef=kl_coef, kl_estimator=cfg.algorithm.kl.estimator,
+            gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
+            group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
+        )
+        mask = rollout.response_mask * targets.valid.unsqueeze(1)
+        experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
+                                targets.returns, values, rollout.prompt_len)
+        # 5. PPO epochs over mini-batches on policy and critic (skipped when no sample is usable).
+        with self._timed(timings, "train"):
+            train_metrics = self.update(experience, step) if bool(targets.valid.any()) else {}
+        # 6. Push the new policy weights into the rollout engines.
+        with self._timed(timings, "weight_sync"):
+            if train_metrics:
+                self.push_weights(version=step)
+        # 7. Steer the KL coefficient with the KL measured on this batch.
+        current_kl = float(sequence_kl(targets.kl, mask))
+        self.kl_ctl.update(current_kl, n_steps=len(rollout))
+        # 8. Metrics.
+        timings["step"] = time.perf_counter() - step_start
+        metrics = self._step_metrics(rollout, scores, targets, mask, logprobs, current_kl, kl_coef,
+                                     train_metrics, timings)
+        n = cfg.logging.sample_completions
+        samples = (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist())
+        return metrics, samples
+
+    # ---------------------------------------------------------------- phases
+    def generate(self, prompts: list[Prompt], step: int) -> RolloutBatch:
+        cfg = self.cfg
+        engines = self.groups["rollout"]
+        chunks = [c for c in _chunks(prompts, len(engines)) if c]
+        refs = []
+        for i, (handle, chunk) in enumerate(zip(engines.handles, chunks)):
+            spec = SamplingSpec(n=cfg.rollout.samples_per_prompt, temperature=cfg.rollout.temperature,
+                                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+                                max_new_tokens=cfg.rollout.max_new_tokens, stop=tuple(cfg.rollout.stop),
+                                seed=(cfg.trainer.seed * 1_000_003 + step) * 131 + i)
+            refs.append(handle.generate.remote([p.token_ids for p in chunk], spec))
+        generations, offset = [], 0
+        for chunk, gens in zip(chunks, ray.get(refs)):
+            for g in gens:
+                g.prompt_index += offset
+            generations.extend(gens)
+            offset += len(chunk)
+        return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
+                               generations, self.tokenizer, policy_version=step - 1)
+
+    def make_experience(self, rollout: RolloutBatch):
+        seq, attn, plen = rollout.sequences, rollout.attention_mask, rollout.prompt_len
+
+        def fan_out(group: ActorGroup) -> list:
+            parts = zip(torch.tensor_split(seq, len(group)), torch.tensor_split(attn, len(group)))
+            return group.call_each("forward", [(s, a, plen) for s, a in parts])
+
+        policy_refs = fan_out(self.groups["policy"])
+        ref_refs = fan_out(self.groups["reference"])
+        critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
+        reward = self.groups["reward"]
+        rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
+        score_refs = reward.call_each("score", [
+            ([rollout.prompts[i] for i in r], [rollout.responses[i] for i in r], seq[r], attn[r]) for r in rows
+        ])
+        logprobs = _cat_split(policy_refs)
+        ref_logprobs = _cat_split(ref_refs)
+        values = _cat_split(critic_refs) if critic_refs else None
+        scores = _cat_split(score_refs)
+        if self.cfg.reward.clip is not None:
+            scores = scores.clamp(-self.cfg.reward.clip, self.cfg.reward.clip)
+        return logprobs, ref_logprobs, values, scores
+
+    def update(self, experience: Experience, step: int) -> dict:
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(cfg.trainer.seed * 1_000_003 + step)
+        size = cfg.trainer.mini_batch_size
+        plans = {role: [[] for _ in range(len(self.groups[role]))] for role in ("policy", "critic")
+                 if role in self.groups}
+        for _ in range(cfg.algorithm.ppo_epochs):
+            order = torch.randperm(len(experience), generator=generator)
+            for start in range(0, len(experience), size):
+                mini = experience.select(order[start:start + size])
+                for role, plan in plans.items():
+                    for replica, shard in enumerate(mini.split(len(plan))):
+                        plan[replica].append(shard)
+        refs = {role: self.groups[role].call_each("train", [(shards,) for shards in plan])
+                for role, plan in plans.items()}
+        metrics = {}
+        for role, role_refs in refs.items():
+            metrics.update(TrainStats.merge(ray.get(role_refs)))
+        return metrics
+
+    def push_weights(self, version: int) -> None:
+        blobs = ray.get(self.groups["policy"].call("weights_blob"))
+        blob_ref = ray.put(blobs[0])
+        ray.get(self.groups["rollout"].call("load_weights", blob_ref, version))
+        self.weights_mb = len(blobs[0]) / 2**20
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> str:
+        staging = self.checkpoints.staging(self.step)
+        refs = []
+        for role in ("policy", "critic"):
+            if role in self.groups:
+                refs += self.groups[role].call("save_checkpoint", os.path.join(staging, role))
+        ray.get(refs)
+        state = {
+            "step": self.step,
+            "kl_controller": self.kl_ctl.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "python_rng": repr(random.getstate()),
+            "torch_rng": torch.get_rng_state().tolist(),
+        }
+        with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
+            json.dump(state, fh)
+        return self.checkpoints.commit(self.step, staging)
+
+    def _restore_latest(self) -> None:
+        found = self.checkpoints.latest_valid()
+        if found is None:
+            logger.info("resume: no complete checkpoint under %s; starting from step 0", self.checkpoints.root)
+            return
+        step, folder = found
+        with open(os.path.join(folder, "trainer_state.json")) as fh:
+            state = json.load(fh)
+        refs = []
+        for role in ("policy", "critic"):
+            if role in self.groups:
+                refs += self.groups[role].call("load_checkpoint", os.path.join(folder, role))
+        ray.get(refs)
+        self.step = state["step"]
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        # The engines started from the base weights: give them the restored policy.
+        self.push_weights(version=self.step)
+        logger.info("resumed from %s at step %d (kl coef %.6g)", folder, self.step, self.kl_ctl.value)
+        self.resumed_from = folder
+
+    # ---------------------------------------------------------------- reporting
+    @contextmanager
+    def _timed(self, timings: dict, name: str):
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start
+
+    def _step_metrics(self, rollout, scores, targets, mask, logprobs, current_kl, kl_coef, train_metrics,
+                      timings) -> dict:
+        valid = targets.valid
+        good = scores[valid]
+        lengths = rollout.response_mask.sum(dim=1)
+        response_tokens = float(lengths.sum())
+        rollout_gap = masked_mean((rollout.rollout_logprobs - logprobs).abs(), mask)
+        metrics = {
+            "reward/mean": float(good.mean()) if len(good) else float("nan"),
+            "reward/std": float(good.std()) if len(good) > 1 else 0.0,
+            "reward/invalid": int((~valid).sum()),
+            "kl/mean": current_kl,
+            "kl/coef": kl_coef,
+            "response_length/mean": float(lengths.mean()),
+            "rollout/logprob_abs_diff": float(rollout_gap),
+            "train/skipped_update": 0 if train_metrics else 1,
+            **train_metrics,
+            **{f"timing/{k}_s": v for k, v in timings.items()},
+            "throughput/tokens_per_s": response_tokens / max(timings["step"], 1e-9),
+            "throughput/generate_tokens_per_s": response_tokens / max(timings["generate"], 1e-9),
+        }
+        if "critic" not in self.groups:
+            metrics.setdefault("critic/loss", 0.0)
+        return metrics
+
+    def _summary(self, wall_s: float, final_dir: Optional[str]) -> dict:
+        def mean_of(rows, key):
+            vals = [r[key] for r in rows if r.get(key) == r.get(key)]
+            return sum(vals) / len(vals) if vals else float("nan")
+
+        head, tail = self.history[:3], self.history[-3:]
+        return {
+            "steps": self.step,
+            "reward_start": mean_of(head, "reward/mean"),
+            "reward_end": mean_of(tail, "reward/mean"),
+            "kl_end": mean_of(tail, "kl/mean"),
+            "kl_coef": self.kl_ctl.value,
+            "wall_s": wall_s,
+            "output_dir": self.output_dir,
+            "final_model": final_dir,
+            "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
+        }
+
+
+def _chunks(items: list, parts: int) -> list[list]:
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out

@@ -1,0 +1,35 @@
+"""A Python function as the reward: `module:function`, called with lists of strings."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Callable
+
+import torch
+
+from rlhf.rewards.base import check_scores
+
+
+def import_function(spec: str) -> Callable:
+    """Import `module:function`, looking in the working directory too (as a user would expect)."""
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"reward.function: cannot import module {module_name!r}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"reward.function: {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+class FunctionReward:
+    def __init__(self, spec: str) -> None:
+        self.name = f"function:{spec}"
+        self.fn = import_function(spec)
+
+    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
+        return check_scores(self.fn(prompts=list(prompts), responses=list(responses)), len(responses), self.name)

@@ -1,0 +1,23 @@
+"""A trained reward model (sequence classifier with one output) as the reward."""
+from __future__ import annotations
+
+import torch
+
+from rlhf.models.forward import in_micro_batches, sequence_scores
+from rlhf.models.loading import load_value_model
+from rlhf.rewards.base import check_scores
+
+
+class ModelReward:
+    def __init__(self, path: str, dtype: str = "float32", trust_remote_code: bool = False, micro_batch_size: int = 32):
+        self.name = f"model:{path}"
+        self.model = load_value_model(path, dtype, trust_remote_code).eval()
+        self.micro_batch_size = micro_batch_size
+
+    @torch.no_grad()
+    def score(self, prompts, responses, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        parts = [
+            sequence_scores(self.model, sequences[s], attention_mask[s])
+            for s in in_micro_batches(len(sequences), self.micro_batch_size)
+        ]
+        return check_scores(torch.cat(parts), len(responses), self.name)

@@ -1,0 +1,113 @@
+"""Entry point of every training run: `rlhf train CONFIG` or `python -m rlhf.train --config CONFIG`.
+
+With no Ray address (neither `ray.address` nor RAY_ADDRESS) it starts a local Ray sized for
+the configured groups; otherwise it joins that cluster. The same command runs under
+`ray job submit`, where RAY_ADDRESS is set for the driver.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from rlhf.config import Config, ConfigError, dump, load
+
+logger = logging.getLogger("rlhf")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, config_flag: bool) -> None:
+    if config_flag:
+        parser.add_argument("--config", required=True, help="YAML config file")
+    else:
+        parser.add_argument("config", help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set trainer.steps=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+
+
+def _local_cpus(cfg: Config, groups: list[str]) -> int:
+    """Logical CPUs for a local Ray: enough for every group (phases mostly run one at a time)."""
+    if cfg.ray.num_cpus:
+        return cfg.ray.num_cpus
+    wanted = sum(getattr(cfg.ray, g).num_cpus * getattr(cfg.ray, g).replicas for g in groups)
+    return max(os.cpu_count() or 1, int(wanted + 0.999))
+
+
+def init_ray(cfg: Config, groups: list[str]) -> bool:
+    """Start or join Ray; returns True when this call started it (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return True
+    ray.init(num_cpus=_local_cpus(cfg, groups), include_dashboard=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    return True
+
+
+def print_summary(summary: dict) -> None:
+    print(
+        "\n== run summary ==\n"
+        f"steps            {summary['steps']}\n"
+        f"reward           {summary['reward_start']:.4f} (first steps) -> {summary['reward_end']:.4f} (last steps)\n"
+        f"kl               {summary['kl_end']:.4f}   kl coef {summary['kl_coef']:.5f}\n"
+        f"wall time        {summary['wall_s']:.1f} s\n"
+        f"metrics          {summary['metrics']}\n"
+        f"final model      {summary['final_model']}\n"
+        f"outputs          {summary['output_dir']}",
+        flush=True,
+    )
+
+
+def run_training(cfg: Config, resume: bool = False) -> dict:
+    """Validate, start/join Ray, run PPO, and always tear the actors down."""
+    import ray
+
+    from rlhf.orchestrator import PPOOrchestrator
+
+    cfg.validate()
+    os.makedirs(cfg.trainer.output_dir, exist_ok=True)
+    dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
+    orchestrator = PPOOrchestrator(cfg)  # reads data and tokenizer: bad input fails before any actor
+    started_ray = init_ray(cfg, orchestrator.group_names())
+    try:
+        orchestrator.start(resume=resume)
+        return orchestrator.run()
+    finally:
+        orchestrator.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
+def main(argv: Optional[Sequence[str]] = None, config_flag: bool = True) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.train", description=__doc__)
+    add_train_arguments(parser, config_flag)
+    args = parser.parse_args(argv)
+    return train_command(args)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    from rlhf.data.reader import DataError
+
+    try:
+        summary = run_training(cfg, resume=args.resume)
+    except (DataError, ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""DeepSpeed-backed training state shared by every trained role."""

@@ -1,0 +1,102 @@
+"""A model inside a DeepSpeed ZeRO engine: optimizer steps, full-weight gathering, checkpoints."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from safetensors.torch import save as save_safetensors
+
+
+def deepspeed_config(
+    zero_stage: int,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    world_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    dtype: str,
+) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum_steps,
+        "train_batch_size": micro_batch_size * grad_accum_steps * world_size,
+        "gradient_clipping": max_grad_norm,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "optimizer": {
+            "type": "AdamW",
+            # The fused CUDA kernel does not exist on CPU; torch's AdamW does the same math.
+            "params": {"lr": learning_rate, "weight_decay": weight_decay, "torch_adam": not torch.cuda.is_available()},
+        },
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedModel:
+    """Owns the engine; callers compute losses on `self.module` and call `backward_step`."""
+
+    def __init__(self, model: torch.nn.Module, ds_config: dict) -> None:
+        import deepspeed
+
+        self.zero_stage = ds_config["zero_optimization"]["stage"]
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
+        )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """Backward, then step; DeepSpeed applies the optimizer only at accumulation boundaries."""
+        self.engine.backward(loss)
+        self.engine.step()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every full parameter (gathered from ZeRO-3 shards). All ranks must call it together."""
+        module = self.engine.module
+        if self.zero_stage == 3:
+            import deepspeed
+
+            params = list(module.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+    def full_state_bytes(self) -> bytes:
+        """The full weights as safetensors bytes: what rollout engines load."""
+        state = self.full_state_dict()
+        # safetensors refuses tensors that share memory (tied embeddings): keep one name per storage.
+        seen, unique = set(), {}
+        for name, tensor in state.items():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                continue
+            seen.add(key)
+            unique[name] = tensor.contiguous()
+        return save_safetensors(unique)
+
+    def save_checkpoint(self, folder: str) -> None:
+        """Model and optimizer state of this rank (all ranks call it)."""
+        self.engine.save_checkpoint(folder, tag="engine", save_latest=False)
+
+    def load_checkpoint(self, folder: str) -> None:
+        path, _ = self.engine.load_checkpoint(folder, tag="engine", load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {folder}/engine")
+
+    def save_pretrained(self, folder: str, tokenizer=None, rank: int = 0) -> Optional[str]:
+        """The full model in Hugging Face format (rank 0 writes; every rank must call it under ZeRO-3)."""
+        state = self.full_state_dict()
+        if rank != 0:
+            return None
+        os.makedirs(folder, exist_ok=True)
+        self.engine.module.save_pretrained(folder, state_dict=state)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        return folder

@@ -1,0 +1,34 @@
+"""Process-group set-up for trainer replicas living in Ray actors (no deepspeed launcher)."""
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def default_backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_process_group(rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float) -> None:
+    """Join the replicas' process group.
+
+    `deepspeed.initialize` asserts LOCAL_RANK is set, and the launcher that normally sets these
+    is not used under Ray. Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local
+    rank is always 0. A short collective timeout makes a dead replica noticed in seconds.
+    """
+    import deepspeed
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
+        MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
+    )
+    deepspeed.init_distributed(dist_backend=default_backend(), timeout=timedelta(seconds=timeout_s))
