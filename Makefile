@@ -29,11 +29,14 @@ unit: setup
 integration: setup
 	$(VPY) -m pytest tests/integration -v --timeout=1200
 
-assets: setup
+# configs/*_tiny.yaml read their models and data from .assets/tiny.
+assets: $(ASSETS)/assets.json
+
+$(ASSETS)/assets.json: | $(STAMP)
 	$(VENV)/bin/rlhf assets --out $(ASSETS)
 
 demo: setup assets
-	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml --set model.path=$(ASSETS)
+	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml
 
 clean:
 	rm -rf $(VENV) .assets outputs

@@ -24,5 +24,6 @@ def where_am_i() -> dict:
         "node_id": ctx.get_node_id(),
         "node_ip": ray.util.get_node_ip_address(),
         "pid": os.getpid(),
+        "placement_group": ctx.get_placement_group_id(),
         "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()},
     }

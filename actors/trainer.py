@@ -45,6 +45,10 @@ class TrainingActor:
         else:
             start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
             module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code)
+            if start == cfg.model.path:
+                # A fresh random head would put per-token noise of the order of the rewards
+                # themselves into the first advantages; from zero, early PPO is REINFORCE.
+                torch.nn.init.zeros_(module.score.weight)
             lr = cfg.trainer.critic_learning_rate
         per_replica = cfg.trainer.mini_batch_size // self.world_size
         ds_config = deepspeed_config(

