@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class MetricsLogger:
             if mode == "auto":
                 mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
             id_path = os.path.join(self.output_dir, "wandb_run_id.txt")
-            run_id = open(id_path).read().strip() if os.path.exists(id_path) else wandb.util.generate_id()
+            run_id = open(id_path).read().strip() if os.path.exists(id_path) else secrets.token_hex(6)
             with open(id_path, "w") as fh:
                 fh.write(run_id)
             return wandb.init(project=cfg.project, entity=cfg.entity, name=cfg.run_name, id=run_id, resume="allow",
