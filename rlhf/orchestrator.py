@@ -242,7 +242,6 @@ class PPOOrchestrator:
         blobs = ray.get(self.groups["policy"].call("weights_blob"))
         blob_ref = ray.put(blobs[0])
         ray.get(self.groups["rollout"].call("load_weights", blob_ref, version))
-        self.weights_mb = len(blobs[0]) / 2**20
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> str:
@@ -283,7 +282,6 @@ class PPOOrchestrator:
         # The engines started from the base weights: give them the restored policy.
         self.push_weights(version=self.step)
         logger.info("resumed from %s at step %d (kl coef %.6g)", folder, self.step, self.kl_ctl.value)
-        self.resumed_from = folder
 
     # ---------------------------------------------------------------- reporting
     @contextmanager

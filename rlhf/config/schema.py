@@ -47,8 +47,6 @@ class ModelConfig:
 class DataConfig:
     train_path: str = ""
     """Prompt dataset (JSONL, JSON, Parquet or a saved `datasets` folder)."""
-    eval_path: Optional[str] = None
-    """Held-out prompts, never trained on."""
     prompt_key: str = "prompt"
     """Field holding the prompt text (or a list of chat `messages`)."""
     max_prompt_tokens: int = 64
@@ -73,7 +71,7 @@ class DataConfig:
 @dataclass
 class RolloutConfig:
     engine: str = "builtin"
-    """Generation engine: `builtin` (HF generate with KV cache), `vllm`, or `auto`."""
+    """Generation engine: `builtin` (batched HF generate with KV cache). vLLM engines come next."""
     samples_per_prompt: int = 4
     """Completions sampled for each prompt (the group size of GRPO/RLOO)."""
     max_new_tokens: int = 16
@@ -83,17 +81,14 @@ class RolloutConfig:
     """0 disables top-k."""
     stop: list[str] = field(default_factory=list)
     """Strings that end a completion (besides the EOS token)."""
-    gpu_memory_utilization: float = 0.1
-    """vLLM's memory share: of GPU memory, or of host memory on CPU (keep small on a laptop)."""
 
     def __post_init__(self) -> None:
-        _one_of(self.engine, ("builtin", "vllm", "auto"), "rollout.engine")
+        _one_of(self.engine, ("builtin",), "rollout.engine")
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")
         _check(0 < self.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "rollout.top_k", "must be >= 0")
-        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
 
 
 @dataclass
@@ -233,8 +228,6 @@ class RayConfig:
     reference: GroupConfig = field(default_factory=GroupConfig)
     reward: GroupConfig = field(default_factory=GroupConfig)
     rollout: GroupConfig = field(default_factory=GroupConfig)
-
-    GROUPS = ("policy", "critic", "reference", "reward", "rollout")
 
 
 @dataclass
