@@ -6,7 +6,7 @@ import torch
 
 from actors.common import prepare_process, where_am_i
 from rlhf.config import Config
-from rlhf.models.forward import in_micro_batches, policy_logprobs
+from rlhf.models.forward import over_micro_batches, policy_logprobs
 from rlhf.models.loading import load_causal_lm
 from rlhf.rewards import build_reward_source
 
@@ -24,11 +24,8 @@ class ReferenceActor:
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-        parts = [
-            policy_logprobs(self.model, sequences[s], attention_mask[s], prompt_len)[0]
-            for s in in_micro_batches(len(sequences), self.micro_batch_size)
-        ]
-        return torch.cat(parts).float()
+        return over_micro_batches(lambda seq, attn: policy_logprobs(self.model, seq, attn, prompt_len)[0],
+                                  self.micro_batch_size, sequences, attention_mask)
 
 
 @ray.remote
@@ -41,9 +38,6 @@ class RewardActor:
 
     def where(self) -> dict:
         return where_am_i()
-
-    def name(self) -> str:
-        return self.source.name
 
     def score(self, prompts: list[str], responses: list[str], sequences: torch.Tensor,
               attention_mask: torch.Tensor) -> torch.Tensor:

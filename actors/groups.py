@@ -79,7 +79,7 @@ class Placement:
                 f"{self.ray_cfg.placement_timeout_s:g}s: the cluster lacks {pg.bundle_specs}"
             ) from None
 
-    def options(self, name: str, rank: int, **extra: Any) -> dict:
+    def options(self, name: str, rank: int) -> dict:
         group = getattr(self.ray_cfg, name)
         slot = self.slots[name][rank]
         options = {
@@ -90,7 +90,6 @@ class Placement:
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle_index
             ),
         }
-        options.update(extra)
         return {k: v for k, v in options.items() if v is not None}
 
     def remove(self) -> None:

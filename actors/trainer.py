@@ -9,7 +9,7 @@ import torch
 from actors.common import prepare_process, where_am_i
 from rlhf.algorithms.ppo_losses import critic_micro_batch_loss, policy_micro_batch_loss
 from rlhf.config import Config
-from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
+from rlhf.models.forward import in_micro_batches, over_micro_batches, policy_logprobs, response_values
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
 from rlhf.records import Experience, TrainStats
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
@@ -69,13 +69,11 @@ class TrainingActor:
         """Policy: response log-probs [B, R]; critic: response values [B, R]."""
         module = self.model.module
         module.eval()
-        parts = []
-        for s in in_micro_batches(len(sequences), self.cfg.trainer.micro_batch_size):
-            if self.role == "policy":
-                parts.append(policy_logprobs(module, sequences[s], attention_mask[s], prompt_len)[0])
-            else:
-                parts.append(response_values(module, sequences[s], attention_mask[s], prompt_len))
-        return torch.cat(parts).float()
+        if self.role == "policy":
+            fn = lambda seq, attn: policy_logprobs(module, seq, attn, prompt_len)[0]  # noqa: E731
+        else:
+            fn = lambda seq, attn: response_values(module, seq, attn, prompt_len)  # noqa: E731
+        return over_micro_batches(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask)
 
     def train(self, mini_batches: list[Experience]) -> TrainStats:
         """One optimizer step per element: this replica's share of one global mini-batch."""

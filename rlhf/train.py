@@ -84,9 +84,9 @@ def run_training(cfg: Config, resume: bool = False) -> dict:
             ray.shutdown()
 
 
-def main(argv: Optional[Sequence[str]] = None, config_flag: bool = True) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhf.train", description=__doc__)
-    add_train_arguments(parser, config_flag)
+    add_train_arguments(parser, config_flag=True)
     args = parser.parse_args(argv)
     return train_command(args)
 

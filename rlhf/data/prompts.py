@@ -38,7 +38,7 @@ def ensure_chat_template(tokenizer, template_path: Optional[str], model_path: st
 
 def _parse_prompt(key: str):
     def parse(row: dict):
-        value = row.get(key) if key in row else None
+        value = row.get(key)
         if isinstance(value, list):  # chat messages
             for i, msg in enumerate(value):
                 if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:

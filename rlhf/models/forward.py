@@ -73,3 +73,10 @@ def in_micro_batches(n_rows: int, micro_batch_size: int):
     """Slices covering 0..n_rows in chunks of micro_batch_size."""
     for start in range(0, n_rows, micro_batch_size):
         yield slice(start, min(start + micro_batch_size, n_rows))
+
+
+def over_micro_batches(fn, micro_batch_size: int, sequences: torch.Tensor, attention_mask: torch.Tensor,
+                       *args) -> torch.Tensor:
+    """fn(sequences[s], attention_mask[s], *args) for each micro-batch s, concatenated (float32)."""
+    parts = [fn(sequences[s], attention_mask[s], *args) for s in in_micro_batches(len(sequences), micro_batch_size)]
+    return torch.cat(parts).float()

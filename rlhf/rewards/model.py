@@ -1,9 +1,11 @@
 """A trained reward model (sequence classifier with one output) as the reward."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
-from rlhf.models.forward import in_micro_batches, sequence_scores
+from rlhf.models.forward import over_micro_batches, sequence_scores
 from rlhf.models.loading import load_value_model
 from rlhf.rewards.base import check_scores
 
@@ -16,8 +18,6 @@ class ModelReward:
 
     @torch.no_grad()
     def score(self, prompts, responses, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        parts = [
-            sequence_scores(self.model, sequences[s], attention_mask[s])
-            for s in in_micro_batches(len(sequences), self.micro_batch_size)
-        ]
-        return check_scores(torch.cat(parts), len(responses), self.name)
+        scores = over_micro_batches(partial(sequence_scores, self.model), self.micro_batch_size, sequences,
+                                    attention_mask)
+        return check_scores(scores, len(responses), self.name)
