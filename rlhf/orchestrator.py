@@ -34,6 +34,8 @@ from rlhf.models.loading import load_tokenizer
 from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
+from rlhf.rollout.dispatch import generate_on_engines
+from rlhf.rollout.select import choose_engine
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ class PPOOrchestrator:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.output_dir = cfg.trainer.output_dir
+        self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
+        logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
+        # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
+        self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
             ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
@@ -79,7 +85,7 @@ class PPOOrchestrator:
                 self.groups[role] = self._spawn_trainers(role)
         self.groups["reference"] = self._spawn("reference", ReferenceActor)
         self.groups["reward"] = self._spawn("reward", RewardActor)
-        self.groups["rollout"] = self._spawn("rollout", RolloutActor)
+        self.groups["rollout"] = self._spawn("rollout", RolloutActor, self.engine.name, self.sleep_engines)
         placement_log = {name: group.where() for name, group in self.groups.items()}
         with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
             json.dump(placement_log, fh, indent=1)
@@ -89,9 +95,10 @@ class PPOOrchestrator:
         if resume or cfg.trainer.resume == "auto":
             self._restore_latest()
 
-    def _spawn(self, name: str, actor_cls) -> ActorGroup:
+    def _spawn(self, name: str, actor_cls, *extra_args) -> ActorGroup:
         replicas = getattr(self.cfg.ray, name).replicas
-        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r) for r in range(replicas)]
+        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r, *extra_args)
+                   for r in range(replicas)]
         return ActorGroup(name, handles)
 
     def _spawn_trainers(self, role: str) -> ActorGroup:
@@ -142,6 +149,8 @@ class PPOOrchestrator:
         # 2. Generate with the rollout engines.
         with self._timed(timings, "generate"):
             rollout = self.generate(prompts, step)
+            if self.sleep_engines:
+                ray.get(self.groups["rollout"].call("sleep"))
         # 3. Experience: old log-probs, reference log-probs, values and scores, all in parallel.
         with self._timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = self.make_experience(rollout)
@@ -162,7 +171,7 @@ class PPOOrchestrator:
         # 6. Push the new policy weights into the rollout engines.
         with self._timed(timings, "weight_sync"):
             if train_metrics:
-                self.push_weights(version=step)
+                train_metrics["weight_sync/megabytes"] = self.push_weights(version=step) / 2**20
         # 7. Steer the KL coefficient with the KL measured on this batch.
         current_kl = float(sequence_kl(targets.kl, mask))
         self.kl_ctl.update(current_kl, n_steps=len(rollout))
@@ -176,23 +185,17 @@ class PPOOrchestrator:
 
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int) -> RolloutBatch:
-        cfg = self.cfg
-        engines = self.groups["rollout"]
-        chunks = [c for c in _chunks(prompts, len(engines)) if c]
-        refs = []
-        for i, (handle, chunk) in enumerate(zip(engines.handles, chunks)):
-            spec = SamplingSpec(n=cfg.rollout.samples_per_prompt, temperature=cfg.rollout.temperature,
-                                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                max_new_tokens=cfg.rollout.max_new_tokens, stop=tuple(cfg.rollout.stop),
-                                seed=(cfg.trainer.seed * 1_000_003 + step) * 131 + i)
-            refs.append(handle.generate.remote([p.token_ids for p in chunk], spec))
-        generations, offset = [], 0
-        for chunk, gens in zip(chunks, ray.get(refs)):
-            for g in gens:
-                g.prompt_index += offset
-            generations.extend(gens)
-            offset += len(chunk)
-        return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
+        r = self.cfg.rollout
+
+        def spec_for_engine(i: int) -> SamplingSpec:
+            # Seeded by (run seed, step, engine): a resumed run draws the samples the first one drew.
+            return SamplingSpec(n=r.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                max_new_tokens=r.max_new_tokens, stop=tuple(r.stop),
+                                seed=(self.cfg.trainer.seed * 1_000_003 + step) * 131 + i)
+
+        prompt_ids = [p.token_ids for p in prompts]
+        generations = generate_on_engines(self.groups["rollout"].handles, prompt_ids, spec_for_engine)
+        return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts],
                                generations, self.tokenizer, policy_version=step - 1)
 
     def make_experience(self, rollout: RolloutBatch):
@@ -238,10 +241,12 @@ class PPOOrchestrator:
             metrics.update(TrainStats.merge(ray.get(role_refs)))
         return metrics
 
-    def push_weights(self, version: int) -> None:
+    def push_weights(self, version: int) -> int:
+        """Gather the policy (from ZeRO-3 shards if need be) and load it into every engine; returns bytes sent."""
         blobs = ray.get(self.groups["policy"].call("weights_blob"))
         blob_ref = ray.put(blobs[0])
         ray.get(self.groups["rollout"].call("load_weights", blob_ref, version))
+        return len(blobs[0])
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> str:
@@ -323,6 +328,7 @@ class PPOOrchestrator:
         head, tail = self.history[:3], self.history[-3:]
         return {
             "steps": self.step,
+            "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
             "reward_start": mean_of(head, "reward/mean"),
             "reward_end": mean_of(tail, "reward/mean"),
             "kl_end": mean_of(tail, "kl/mean"),
@@ -333,12 +339,3 @@ class PPOOrchestrator:
             "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
         }
 
-
-def _chunks(items: list, parts: int) -> list[list]:
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out

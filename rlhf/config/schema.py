@@ -70,8 +70,9 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = "builtin"
-    """Generation engine: `builtin` (batched HF generate with KV cache). vLLM engines come next."""
+    engine: str = "auto"
+    """`vllm`, `builtin` (batched HF generate with KV cache), or `auto`: vLLM on GPUs, and on CPU the
+    engine measured faster for the policy's size (bench/README.md); the run logs which and why."""
     samples_per_prompt: int = 4
     """Completions sampled for each prompt (the group size of GRPO/RLOO)."""
     max_new_tokens: int = 16
@@ -81,9 +82,22 @@ class RolloutConfig:
     """0 disables top-k."""
     stop: list[str] = field(default_factory=list)
     """Strings that end a completion (besides the EOS token)."""
+    max_model_len: Optional[int] = None
+    """vLLM: longest prompt + completion; null: the model's own limit."""
+    gpu_memory_utilization: float = 0.15
+    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory."""
+    kv_cache_memory_mb: Optional[int] = None
+    """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs one engine spans; `ray.rollout.num_gpus` must match."""
 
     def __post_init__(self) -> None:
-        _one_of(self.engine, ("builtin",), "rollout.engine")
+        _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
+        _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
+        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.kv_cache_memory_mb is None or self.kv_cache_memory_mb > 0, "rollout.kv_cache_memory_mb",
+               "must be > 0 or null")
+        _check(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")
@@ -289,6 +303,11 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
+        if self.rollout.tensor_parallel_size > 1:
+            _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
+            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
+                   f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
+                   "each engine holds that many GPUs")
         if self.algorithm.advantage in ("grpo", "rloo"):
             _check(
                 self.rollout.samples_per_prompt >= 2,

@@ -72,3 +72,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("model: [\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load(bad)
+
+
+def test_tensor_parallel_rollout_needs_vllm_and_matching_gpus():
+    with pytest.raises(ConfigError, match="rollout.tensor_parallel_size: > 1 needs rollout.engine=vllm"):
+        load(None, BASE + ["rollout.tensor_parallel_size=2"]).validate()
+    with pytest.raises(ConfigError, match="ray.rollout.num_gpus: must equal"):
+        load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"]).validate()
+    load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2", "ray.rollout.num_gpus=2"]).validate()
+
+
+def test_bad_rollout_engine_names_the_key():
+    with pytest.raises(ConfigError, match="rollout.engine: must be one of auto, vllm, builtin"):
+        load(None, BASE + ["rollout.engine=sglang"])
