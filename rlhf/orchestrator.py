@@ -68,10 +68,17 @@ class PPOOrchestrator:
         self.history: list[dict] = []
         self.placement: Optional[Placement] = None
         self.groups: dict[str, ActorGroup] = {}
+        self.memory_report: dict = {}
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def reference_folded(self) -> bool:
+        """With LoRA the reference is the policy with its adapters disabled: no reference group."""
+        lora = self.cfg.model.lora
+        return lora.rank > 0 and lora.fold_reference
+
     def group_names(self) -> list[str]:
-        names = ["policy", "reference", "reward", "rollout"]
+        names = ["policy", "reward", "rollout"] if self.reference_folded else ["policy", "reference", "reward", "rollout"]
         if self.cfg.algorithm.uses_critic:
             names.insert(1, "critic")
         return names
@@ -83,7 +90,8 @@ class PPOOrchestrator:
         for role in ("policy", "critic"):
             if role in names:
                 self.groups[role] = self._spawn_trainers(role)
-        self.groups["reference"] = self._spawn("reference", ReferenceActor)
+        if not self.reference_folded:
+            self.groups["reference"] = self._spawn("reference", ReferenceActor)
         self.groups["reward"] = self._spawn("reward", RewardActor)
         self.groups["rollout"] = self._spawn("rollout", RolloutActor, self.engine.name, self.sleep_engines)
         placement_log = {name: group.where() for name, group in self.groups.items()}
@@ -92,8 +100,21 @@ class PPOOrchestrator:
         for name, where in placement_log.items():
             logger.info("group %s: %d replica(s) on nodes %s", name, len(where),
                         [w["node_id"][:8] for w in where])
+        self._log_group_memory()
         if resume or cfg.trainer.resume == "auto":
             self._restore_latest()
+
+    def _log_group_memory(self) -> None:
+        report = ray.get(self.groups["policy"].handles[0].memory_report.remote())
+        if self.reference_folded:
+            logger.info("%d actor groups (%s); reference folded into the policy: saved %.1f MB of reference "
+                        "weights per policy replica (adapters: %.2f MB trainable)", len(self.groups),
+                        ", ".join(self.groups), report["frozen_bytes"] / 2**20, report["trainable_bytes"] / 2**20)
+        else:
+            logger.info("%d actor groups (%s)", len(self.groups), ", ".join(self.groups))
+        self.memory_report = {"actor_groups": len(self.groups), "reference_folded": self.reference_folded,
+                              "reference_bytes_saved": report["frozen_bytes"] if self.reference_folded else 0,
+                              "trainable_bytes": report["trainable_bytes"]}
 
     def _spawn(self, name: str, actor_cls, *extra_args) -> ActorGroup:
         replicas = getattr(self.cfg.ray, name).replicas
@@ -201,12 +222,13 @@ class PPOOrchestrator:
     def make_experience(self, rollout: RolloutBatch):
         seq, attn, plen = rollout.sequences, rollout.attention_mask, rollout.prompt_len
 
-        def fan_out(group: ActorGroup) -> list:
+        def fan_out(group: ActorGroup, method: str = "forward") -> list:
             parts = zip(torch.tensor_split(seq, len(group)), torch.tensor_split(attn, len(group)))
-            return group.call_each("forward", [(s, a, plen) for s, a in parts])
+            return group.call_each(method, [(s, a, plen) for s, a in parts])
 
         policy_refs = fan_out(self.groups["policy"])
-        ref_refs = fan_out(self.groups["reference"])
+        ref_refs = (fan_out(self.groups["policy"], "forward_reference") if self.reference_folded
+                    else fan_out(self.groups["reference"]))
         critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
         reward = self.groups["reward"]
         rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
@@ -329,6 +351,7 @@ class PPOOrchestrator:
         return {
             "steps": self.step,
             "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
+            **self.memory_report,
             "reward_start": mean_of(head, "reward/mean"),
             "reward_end": mean_of(tail, "reward/mean"),
             "kl_end": mean_of(tail, "kl/mean"),

@@ -25,6 +25,28 @@ def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt (e.g. q_proj, v_proj, up_proj), or `all-linear` (every linear but the output head)."""
+    critic: bool = True
+    """The critic trains adapters too (its value head always trains fully); false: full critic."""
+    fold_reference: bool = True
+    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer."""
+    save_merged: bool = False
+    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged."""
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 0, "model.lora.rank", "must be >= 0 (0 disables LoRA)")
+        _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
+        _check(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        _check(bool(self.target_modules), "model.lora.target_modules", "must name at least one module or all-linear")
+
+
+@dataclass
 class ModelConfig:
     path: str = ""
     """Hugging Face folder of the policy; the reference starts from it too unless `reference_path` is set."""
@@ -38,9 +60,15 @@ class ModelConfig:
     """Weights and compute precision of every model: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Run code shipped inside model folders. Off: a model folder must not be able to run code by default."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    quantization: str = "none"
+    """`nf4` loads the frozen base in 4 bits through bitsandbytes (QLoRA; needs model.lora.rank > 0)."""
 
     def __post_init__(self) -> None:
         _one_of(self.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+        _one_of(self.quantization, ("none", "nf4"), "model.quantization")
+        _check(self.quantization == "none" or self.lora.rank > 0, "model.quantization",
+               "nf4 freezes the base; set model.lora.rank > 0 so there is something to train")
 
 
 @dataclass
@@ -303,6 +331,10 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
+        if self.model.lora.rank > 0 and self.model.lora.fold_reference:
+            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
+                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
+                   "set model.lora.fold_reference=false to use another reference model")
         if self.rollout.tensor_parallel_size > 1:
             _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
             _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
