@@ -19,6 +19,15 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+def context_limit(path: str, trust_remote_code: bool = False) -> int | None:
+    """The model's maximum sequence length (`max_position_embeddings`), None if its config has none."""
+    from transformers import AutoConfig
+
+    _check_folder(path, "model")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> PreTrainedModel:
     _check_folder(path, "causal LM")
     return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)

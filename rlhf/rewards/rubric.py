@@ -37,7 +37,8 @@ class Rubric:
     def parse_reply(self, reply: str) -> float:
         """The score of the first answer found in a judge's reply; ValueError if there is none."""
         alternatives = "|".join(re.escape(a) for a in sorted(self.answers, key=len, reverse=True))
-        match = re.search(rf"(?<![\w.])({alternatives})(?![\w.])", reply)
+        # Standing alone: not inside a word or a longer number ("7" in "17" or "1.75"), but "7." ends a sentence.
+        match = re.search(rf"(?<!\w)(?<!\d\.)({alternatives})(?!\w)(?!\.\d)", reply)
         if match is None:
             raise ValueError(f"judge reply {reply[:80]!r} holds none of the rubric's answers "
                              f"({', '.join(self.answers)})")
