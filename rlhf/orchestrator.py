@@ -30,7 +30,7 @@ from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
-from rlhf.models.loading import load_tokenizer
+from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
@@ -58,7 +58,13 @@ class PPOOrchestrator:
         prompts, self.data_counts = load_prompts(
             cfg.data.train_path, self.tokenizer, cfg.data.prompt_key, cfg.data.max_prompt_tokens,
             cfg.data.on_oversize, cfg.data.on_bad_row, cfg.data.apply_chat_template,
+            context_limit=context_limit(cfg.model.path, cfg.model.trust_remote_code),
+            max_new_tokens=cfg.rollout.max_new_tokens,
         )
+        logger.info("data %s: %s", cfg.data.train_path, self.data_counts)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "data_report.json"), "w") as fh:
+            json.dump({"train_path": cfg.data.train_path, **self.data_counts}, fh, indent=1)
         self.sampler = PromptSampler(prompts, cfg.trainer.seed, cfg.data.shuffle)
         kl = cfg.algorithm.kl
         self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"

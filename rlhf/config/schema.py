@@ -7,6 +7,8 @@ span sections live in `Config.validate()`, which runs before any actor starts.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -185,19 +187,93 @@ class AlgorithmConfig:
         return self.advantage == "gae"
 
 
+REWARD_SOURCES = ("function", "model", "judge", "http")
+"""Single reward sources; `reward.source: weighted` combines several of them."""
+
+
+@dataclass
+class RemoteConfig:
+    timeout_s: float = 30.0
+    """Timeout of one HTTP request (reward server and judge API)."""
+    max_retries: int = 3
+    """Retries after a failed request (refused, timed out, 5xx, malformed reply); then the run stops naming the URL."""
+    backoff_s: float = 1.0
+    """Wait before the first retry, doubled before each next one."""
+    batch_size: int = 64
+    """Responses per POST to the reward server."""
+    concurrency: int = 4
+    """Judge-API requests in flight at once (one request per response)."""
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "reward.remote.timeout_s", "must be > 0")
+        _check(self.max_retries >= 0, "reward.remote.max_retries", "must be >= 0")
+        _check(self.backoff_s >= 0, "reward.remote.backoff_s", "must be >= 0")
+        _check(self.batch_size >= 1, "reward.remote.batch_size", "must be >= 1")
+        _check(self.concurrency >= 1, "reward.remote.concurrency", "must be >= 1")
+
+
+@dataclass
+class HttpRewardConfig:
+    url: str = ""
+    """Reward server endpoint: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}."""
+    api_key_env: Optional[str] = None
+    """Name of an environment variable holding a bearer token (the token itself never goes in the config)."""
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "local"
+    """`local` (a causal LM in the reward actor, scored from its next-token distribution) or `openai`
+    (an OpenAI-compatible chat-completions endpoint whose reply is parsed)."""
+    model_path: Optional[str] = None
+    """Local judge: Hugging Face causal-LM folder."""
+    rubric_path: Optional[str] = None
+    """Rubric YAML (template + answers); null: the packaged rlhf/rewards/rubrics/letters.yaml."""
+    base_url: Optional[str] = None
+    """OpenAI-compatible API root, e.g. https://api.example.com/v1 (`/chat/completions` is appended)."""
+    model: Optional[str] = None
+    """Model name sent to the API."""
+    api_key_env: Optional[str] = None
+    """Name of the environment variable holding the API key."""
+    max_tokens: int = 8
+    """Reply length the API may use (the score is parsed from it)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.backend, ("local", "openai"), "reward.judge.backend")
+        _check(self.max_tokens >= 1, "reward.judge.max_tokens", "must be >= 1")
+
+
 @dataclass
 class RewardConfig:
     source: str = "function"
-    """`model` (a trained reward model: `model.reward_path`) or `function` (`reward.function`)."""
+    """`function`, `model` (human-feedback reward model), `judge` (AI feedback), `http` (a reward server),
+    or `weighted` (the sum of `weights[name] * score` over several of these)."""
     function: str = "rlhf.tasks:letter_reward"
     """`module:function` called as fn(prompts=[...], responses=[...]) -> list of floats."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """With `source: weighted`: source name -> weight, e.g. {function: 1.0, judge: 0.5}."""
     clip: Optional[float] = None
     """Clip scores to [-clip, clip]; null leaves them as they are."""
+    http: HttpRewardConfig = field(default_factory=HttpRewardConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     def __post_init__(self) -> None:
-        _one_of(self.source, ("model", "function"), "reward.source")
+        _one_of(self.source, REWARD_SOURCES + ("weighted",), "reward.source")
         _check(":" in self.function, "reward.function", f"must look like module:function; got {self.function!r}")
         _check(self.clip is None or self.clip > 0, "reward.clip", "must be > 0 or null")
+        if self.source == "weighted":
+            _check(bool(self.weights), "reward.weights", "must name at least one source when reward.source is weighted")
+        else:
+            _check(not self.weights, "reward.weights", "is only used when reward.source is weighted")
+        for name, weight in self.weights.items():
+            _one_of(name, REWARD_SOURCES, f"reward.weights.{name}")
+            _check(math.isfinite(weight), f"reward.weights.{name}", "must be a finite number")
+
+    @property
+    def sources(self) -> list[str]:
+        """The single sources this config scores with."""
+        return list(self.weights) if self.source == "weighted" else [self.source]
 
 
 @dataclass
@@ -309,8 +385,7 @@ class Config:
         """Rules that span sections; runs before any actor is spawned."""
         _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
         _check(bool(self.data.train_path), "data.train_path", "is required")
-        if self.reward.source == "model":
-            _check(bool(self.model.reward_path), "model.reward_path", "is required when reward.source is model")
+        self._validate_reward_sources()
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
         _check(
             rollout_batch % self.trainer.mini_batch_size == 0,
@@ -346,3 +421,21 @@ class Config:
                 "rollout.samples_per_prompt",
                 f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
             )
+
+    def _validate_reward_sources(self) -> None:
+        sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http
+        if "model" in sources:
+            _check(bool(self.model.reward_path), "model.reward_path", "is required when reward.source uses model")
+        if "http" in sources:
+            _check(http.url.startswith(("http://", "https://")), "reward.http.url",
+                   f"must be an http(s):// URL when reward.source uses http; got {http.url!r}")
+        if "judge" in sources:
+            if judge.rubric_path is not None:
+                _check(os.path.isfile(judge.rubric_path), "reward.judge.rubric_path",
+                       f"{judge.rubric_path!r} is not a file")
+            if judge.backend == "local":
+                _check(bool(judge.model_path), "reward.judge.model_path", "is required for the local judge")
+            else:
+                _check(bool(judge.base_url) and judge.base_url.startswith(("http://", "https://")),
+                       "reward.judge.base_url", "must be an http(s):// URL for the openai judge backend")
+                _check(bool(judge.model), "reward.judge.model", "is required for the openai judge backend")

@@ -27,6 +27,15 @@ def _quantization_kwargs(quantization: str, dtype: str) -> dict:
     return {"quantization_config": quantization_config(quantization, DTYPES[dtype])}
 
 
+def context_limit(path: str, trust_remote_code: bool = False) -> int | None:
+    """The model's maximum sequence length (`max_position_embeddings`), None if its config has none."""
+    from transformers import AutoConfig
+
+    _check_folder(path, "model")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
                    quantization: str = "none") -> PreTrainedModel:
     _check_folder(path, "causal LM")
