@@ -7,6 +7,8 @@ from typing import Optional
 import torch
 from safetensors.torch import save as save_safetensors
 
+from rlhf.training.safe_checkpoint import SafeCheckpointEngine
+
 
 def deepspeed_config(
     zero_stage: int,
@@ -46,6 +48,8 @@ class DeepSpeedModel:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
         )
+        # Weights as safetensors, everything read back without pickle code execution.
+        self.engine.checkpoint_engine = SafeCheckpointEngine()
 
     @property
     def module(self) -> torch.nn.Module:
