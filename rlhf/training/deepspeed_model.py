@@ -55,10 +55,32 @@ class DeepSpeedModel:
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def backward_step(self, loss: torch.Tensor) -> None:
-        """Backward, then step; DeepSpeed applies the optimizer only at accumulation boundaries."""
+    def backward_step(self, loss: torch.Tensor) -> Optional[bool]:
+        """Backward, then step; DeepSpeed applies the optimizer only at accumulation boundaries.
+
+        Returns None between boundaries, True when the optimizer step was applied and False when
+        it was skipped because a gradient was NaN/inf on some rank (the weights are unchanged).
+        ZeRO 1-3 detect that themselves (global grad norm, all-reduced over ranks); without ZeRO
+        we check the gradients and drop them, and an optimizer skips parameters without a gradient.
+        """
+        boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
+        if boundary and self.zero_stage == 0 and not self._grads_finite_on_all_ranks():
+            for param in self.engine.module.parameters():
+                param.grad = None
+            self.engine.step()
+            return False
         self.engine.step()
+        return bool(getattr(self.engine, "_step_applied", True)) if boundary else None
+
+    def _grads_finite_on_all_ranks(self) -> bool:
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0])
+        if dist.is_initialized():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return bad.item() == 0.0
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """Every full parameter (gathered from ZeRO-3 shards). All ranks must call it together."""
