@@ -61,17 +61,32 @@ class DeepSpeedModel:
         Returns None between boundaries, True when the optimizer step was applied and False when
         it was skipped because a gradient was NaN/inf on some rank (the weights are unchanged).
         ZeRO 1-3 detect that themselves (global grad norm, all-reduced over ranks); without ZeRO
-        we check the gradients and drop them, and an optimizer skips parameters without a gradient.
+        we check the gradients (all-reduced flag) and close the window without an update.
         """
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
         if boundary and self.zero_stage == 0 and not self._grads_finite_on_all_ranks():
-            for param in self.engine.module.parameters():
-                param.grad = None
-            self.engine.step()
+            self._step_without_update()
             return False
         self.engine.step()
         return bool(getattr(self.engine, "_step_applied", True)) if boundary else None
+
+    def _step_without_update(self) -> None:
+        """Close the accumulation window (DeepSpeed's counters, zeroed grads) with no optimizer update."""
+        for param in self.engine.module.parameters():
+            if param.grad is not None:
+                param.grad.zero_()
+        optimizer = self.engine.optimizer
+        own = vars(optimizer).get("step")
+        optimizer.step = lambda *args, **kwargs: None
+        try:
+            self.engine.step()
+        finally:
+            if own is None:
+                del optimizer.step
+            else:
+                optimizer.step = own
+        self.engine.skipped_steps += 1
 
     def _grads_finite_on_all_ranks(self) -> bool:
         import torch.distributed as dist
