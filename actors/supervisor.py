@@ -40,6 +40,23 @@ class Supervisor:
         self.step_retries = step_retries
         self.restart_timeout_s = restart_timeout_s
         self.restarts = 0
+        self.pids: dict[str, list[int]] = {}
+
+    def record(self, placement_log: dict[str, list[dict]]) -> None:
+        """Remember each replica's process, to notice a restart no call failed on."""
+        self.pids = {name: [w["pid"] for w in where] for name, where in placement_log.items()}
+
+    def restarted(self, role: str) -> Optional[int]:
+        """The first replica of `role` that now runs in another process than recorded, or None.
+
+        A call sent while Ray restarts an actor is queued and then served by the new process,
+        without any error: for a rollout engine that means sampling from the base weights.
+        Calls from one caller to an actor run in order, so asking after the phase tells whether
+        the phase could have been served by a restarted process.
+        """
+        now = [w["pid"] for w in get_fail_fast(self.groups[role].call("where"))]
+        changed = [rank for rank, (a, b) in enumerate(zip(now, self.pids.get(role, now))) if a != b]
+        return changed[0] if changed else None
 
     def role_of(self, err: ray.exceptions.RayActorError) -> tuple[str, int]:
         """(role, replica) of the actor an error is about; probes the groups when Ray did not say."""
@@ -56,11 +73,28 @@ class Supervisor:
         return "unknown", -1
 
     def run_phase(self, phase: str, fn: Callable[[], T], on_restart: Callable[[str], None],
-                  last_checkpoint: Callable[[], Optional[str]]) -> T:
-        """Run `fn`; if a restartable actor died, wait for Ray to restart it and retry the phase."""
+                  last_checkpoint: Callable[[], Optional[str]], stateful: tuple[str, ...] = ()) -> T:
+        """Run `fn`; if a restartable actor died, wait for Ray to restart it and retry the phase.
+
+        `stateful` roles hold state a restart loses (engines' weights): after `fn` they are checked
+        for a silent restart, which is handled like a failed call.
+        """
         for attempt in range(self.step_retries + 1):
             try:
-                return fn()
+                result = fn()
+                silent = [(role, rank) for role in stateful if (rank := self.restarted(role)) is not None]
+                if not silent:
+                    return result
+                role, rank = silent[0]
+                if attempt == self.step_retries:
+                    raise RuntimeError(f"{role} replica {rank} restarted during {phase} on every attempt "
+                                       f"(ray.step_retries={self.step_retries})")
+                self.restarts += 1
+                logger.warning("%s replica %d died and was restarted by Ray around %s (its state is lost); "
+                               "re-running the phase (attempt %d of %d)", role, rank, phase, attempt + 2,
+                               self.step_retries + 1)
+                self.wait_alive(role)
+                on_restart(role)
             except ray.exceptions.RayActorError as err:
                 role, rank = self.role_of(err)
                 if role in ("policy", "critic"):

@@ -98,6 +98,7 @@ class PPOOrchestrator:
         placement_log = {name: group.where() for name, group in self.groups.items()}
         with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
             json.dump(placement_log, fh, indent=1)
+        self.supervisor.record(placement_log)
         for name, where in placement_log.items():
             for rank, w in enumerate(where):
                 logger.info("placement: %s[%d] on node %s (%s) pid %d resources %s", name, rank, w["node_id"][:12],
@@ -161,10 +162,11 @@ class PPOOrchestrator:
         prompts = self.sampler.next_batch(cfg.trainer.prompts_per_step)
         # 2. Generate with the rollout engines.
         with self._timed(timings, "generate"):
-            rollout = self._phase("generate", lambda: self.generate(prompts, step))
+            rollout = self._phase("generate", lambda: self.generate(prompts, step), stateful=("rollout",))
         # 3. Experience: old log-probs, reference log-probs, values and scores, all in parallel.
         with self._timed(timings, "experience"):
-            logprobs, ref_logprobs, values, scores = self._phase("experience", lambda: self.make_experience(rollout))
+            logprobs, ref_logprobs, values, scores = self._phase(
+                "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
         # 4. KL-shaped rewards and advantages.
         kl_coef = self.kl_ctl.value
         targets = compute_targets(
@@ -280,8 +282,8 @@ class PPOOrchestrator:
         self.weights_version = version
 
     # ---------------------------------------------------------------- faults
-    def _phase(self, name: str, fn):
-        return self.supervisor.run_phase(name, fn, self._after_restart, lambda: self.last_checkpoint)
+    def _phase(self, name: str, fn, stateful: tuple[str, ...] = ()):
+        return self.supervisor.run_phase(name, fn, self._after_restart, lambda: self.last_checkpoint, stateful)
 
     def _after_restart(self, role: str) -> None:
         """A restarted actor reran its constructor: engines hold the base weights again."""

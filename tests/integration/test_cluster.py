@@ -74,6 +74,10 @@ class Cluster:
 
     def status(self, job_id: str) -> str:
         text = self.ray("job", "status", job_id, "--address", self.address)
+        # Ray's CLI prints "Job 'x' succeeded" / "was stopped" / "failed" at the end, else "Status for job 'x': S".
+        for phrase, status in (("' succeeded", "SUCCEEDED"), ("' was stopped", "STOPPED"), ("' failed", "FAILED")):
+            if phrase in text:
+                return status
         found = re.findall(r"Status for job '[^']+': (\w+)", text)
         return found[-1] if found else "UNKNOWN"
 
