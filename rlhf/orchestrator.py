@@ -143,14 +143,15 @@ class PPOOrchestrator:
                 metrics_log.log_samples(self.step, *samples)
                 self.history.append(metrics)
                 if (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or self.step == cfg.trainer.steps:
-                    self.save_checkpoint()
+                    self._phase("checkpoint", self.save_checkpoint)
                 if self.stop_requested:
                     self._stop_with_checkpoint()
                     break
             final_dir = None
             if cfg.trainer.save_hf_model and not self.stopped:
                 final_dir = os.path.join(self.output_dir, "final")
-                ray.get(self.groups["policy"].call("save_pretrained", final_dir))
+                self._phase("save_pretrained", lambda: get_fail_fast(self.groups["policy"].call("save_pretrained",
+                                                                                               final_dir)))
         finally:
             metrics_log.close()
         return self._summary(time.perf_counter() - started, final_dir)
@@ -297,7 +298,7 @@ class PPOOrchestrator:
 
     def _stop_with_checkpoint(self) -> None:
         if self.last_checkpoint is None or not self.last_checkpoint.endswith(f"step_{self.step}"):
-            self.save_checkpoint()
+            self._phase("checkpoint", self.save_checkpoint)
         self.stopped = True
         logger.warning("stop requested: ended after step %d with checkpoint %s; resubmit with --resume to continue",
                        self.step, self.last_checkpoint)
