@@ -82,7 +82,8 @@ class Supervisor:
         for attempt in range(self.step_retries + 1):
             try:
                 result = fn()
-                silent = [(role, rank) for role in stateful if (rank := self.restarted(role)) is not None]
+                silent = [(role, rank) for role in stateful
+                          if role in self.groups and (rank := self.restarted(role)) is not None]
                 if not silent:
                     return result
                 role, rank = silent[0]
