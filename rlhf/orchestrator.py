@@ -113,6 +113,9 @@ class PPOOrchestrator:
         self._log_group_memory()
         if resume or cfg.trainer.resume == "auto":
             self._restore_latest()
+        if self.weights_version == 0 and cfg.model.quantization != "none":
+            # The engines loaded the full-precision base; the policy computes with its 4-bit copy.
+            self.push_weights(version=0)
 
     def write_placement(self) -> None:
         """Where every actor runs (node id, address, pid, resources): placement.json and the log."""

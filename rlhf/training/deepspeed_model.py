@@ -123,13 +123,20 @@ class DeepSpeedModel:
         """The full weights as safetensors bytes: what rollout engines load."""
         return save_safetensors(unique_tensors(self.full_state_dict()))
 
+    @property
+    def has_frozen_weights(self) -> bool:
+        """LoRA: the frozen base is rebuilt from `model.path` on resume, so checkpoints leave it out."""
+        return any(not p.requires_grad for p in self.engine.module.parameters())
+
     def save_checkpoint(self, folder: str) -> None:
         """Model and optimizer state of this rank (all ranks call it)."""
-        self.engine.save_checkpoint(folder, tag="engine", save_latest=False)
+        self.engine.save_checkpoint(folder, tag="engine", save_latest=False,
+                                    exclude_frozen_parameters=self.has_frozen_weights)
 
     def load_checkpoint(self, folder: str) -> None:
         path, _ = self.engine.load_checkpoint(folder, tag="engine", load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+                                              load_lr_scheduler_states=False,
+                                              load_module_strict=not self.has_frozen_weights)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {folder}/engine")
 

@@ -59,3 +59,14 @@ def test_qlora_ppo_trains_on_cpu(tiny_assets, ray_session, tmp_path):
     assert metrics[-1]["kl/mean"] != 0.0  # the adapters moved the policy away from its 4-bit base
     # Dequantized merged weights in the engine agree with the 4-bit policy up to the kernel's rounding.
     assert max(m["rollout/logprob_abs_diff"] for m in metrics) < 1e-2
+
+
+def test_lora_checkpoint_holds_only_trainable_weights_and_resumes(tiny_assets, ray_session, tmp_path):
+    common = ("model.lora.rank=8", TARGETS, "algorithm.advantage=grpo", "ray.policy.replicas=1",
+              "trainer.save_steps=2", "trainer.save_hf_model=false", "trainer.learning_rate=0.01")
+    run_training(tiny_config(tiny_assets, tmp_path, *common, "trainer.steps=2"))
+    folder = tmp_path / "checkpoints" / "step_2" / "policy"
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 1_500_000, size  # adapters + their optimizer state, not the 2.1 MB base
+    resumed = run_training(tiny_config(tiny_assets, tmp_path, *common, "trainer.steps=3", "trainer.resume=auto"))
+    assert resumed["steps"] == 3 and [m["step"] for m in read_metrics(str(tmp_path))] == [1, 2, 3]
