@@ -58,12 +58,17 @@ def adapters_disabled(model: torch.nn.Module):
     return model.disable_adapter() if is_peft(model) else nullcontext()
 
 
+@torch.no_grad()
 def _dense_weight(layer: torch.nn.Module) -> torch.Tensor:
     weight = layer.weight
     if weight.__class__.__name__ == "Params4bit":
-        from peft.utils.integrations import dequantize_module_weight
-
-        return dequantize_module_weight(layer)
+        # Read the weight back through the layer's own kernel (identity input): bitsandbytes repacks
+        # 4-bit weights for its CPU kernel on first use, after which generic dequantization is wrong.
+        dtype = getattr(layer, "compute_dtype", None) or torch.float32
+        columns = layer(torch.eye(layer.in_features, dtype=dtype))
+        if layer.bias is not None:
+            columns = columns - layer.bias
+        return columns.t()
     return weight
 
 
