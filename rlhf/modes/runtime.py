@@ -1,0 +1,222 @@
+"""What every mode driver shares: groups and placement, the step loop, evaluation, checkpoints.
+
+A mode (sft, rm, dpo, rlaif) supplies only its own pieces: which groups it needs, one training
+step and one evaluation; `ModeRuntime` places and spawns the groups, runs the numbered loop
+(train step, evaluation every `trainer.eval_steps` and at both ends, log, checkpoint), saves the
+trained model in Hugging Face format and tears everything down in reverse order of use.
+The rollout phases (`generate_rollout`, `push_policy_weights`) are PPO's, shared here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+import ray
+import torch
+
+from actors.groups import ActorGroup, Placement
+from actors.trainer import TrainingActor
+from rlhf.checkpoint import CheckpointManager
+from rlhf.config import Config, to_dict
+from rlhf.data.prompts import Prompt
+from rlhf.metrics import MetricsLogger
+from rlhf.records import RolloutBatch, TrainStats
+from rlhf.rollout import SamplingSpec
+from rlhf.rollout.batch import collate_rollout
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_ORDER = ("rollout", "reward", "reference", "critic", "policy")
+
+
+def spawn_trainers(cfg: Config, placement: Placement, role: str) -> ActorGroup:
+    """The replicas of a trained role, joined into one process group."""
+    world = getattr(cfg.ray, role).replicas
+    handles = [TrainingActor.options(**placement.options(role, r)).remote(role, cfg, r, world) for r in range(world)]
+    addr, port = ray.get(handles[0].master_address.remote())
+    ray.get([h.setup.remote(addr, port) for h in handles])
+    return ActorGroup(role, handles)
+
+
+def spawn_group(cfg: Config, placement: Placement, name: str, actor_cls) -> ActorGroup:
+    replicas = getattr(cfg.ray, name).replicas
+    return ActorGroup(name, [actor_cls.options(**placement.options(name, r)).remote(cfg, r) for r in range(replicas)])
+
+
+def kill_group(group: Optional[ActorGroup]) -> None:
+    for handle in group.handles if group else []:
+        ray.kill(handle, no_restart=True)
+
+
+def train_on(group: ActorGroup, mini_batches: list) -> dict[str, float]:
+    """One optimizer step per global mini-batch, each split evenly over the group's replicas."""
+    per_replica = [[mb.split(len(group))[r] for mb in mini_batches] for r in range(len(group))]
+    return TrainStats.merge(ray.get(group.call_each("train", [(shards,) for shards in per_replica])))
+
+
+def evaluate_on(group: ActorGroup, batch) -> dict[str, float]:
+    """The objective's metrics on a held-out batch (its length a multiple of replicas * micro-batch)."""
+    stats = ray.get(group.call_each("evaluate", [(shard,) for shard in batch.split(len(group))]))
+    return {f"eval/{k}": v for k, v in TrainStats.merge(stats).items()}
+
+
+def padded_size(n: int, replicas: int, micro_batch_size: int) -> int:
+    """n rounded up to a multiple of replicas * micro_batch_size (equal micro-batch counts per replica)."""
+    unit = replicas * micro_batch_size
+    return -(-n // unit) * unit
+
+
+def generate_rollout(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[Prompt], n: int, seed: int,
+                     policy_version: int) -> RolloutBatch:
+    """`n` samples per prompt from the rollout engines, prompts split evenly over the engines."""
+    size, extra = divmod(len(prompts), len(engines))
+    chunks, start = [], 0
+    for i in range(len(engines)):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(prompts[start:end])
+        start = end
+    refs = []
+    for i, (handle, chunk) in enumerate(zip(engines.handles, chunks)):
+        if not chunk:
+            continue
+        spec = SamplingSpec(n=n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                            top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens,
+                            stop=tuple(cfg.rollout.stop), seed=seed * 131 + i)
+        refs.append((len(chunk), handle.generate.remote([p.token_ids for p in chunk], spec)))
+    generations, offset = [], 0
+    for count, ref in refs:
+        for g in ray.get(ref):
+            g.prompt_index += offset
+            generations.append(g)
+        offset += count
+    return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
+                           generations, tokenizer, policy_version=policy_version)
+
+
+def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int) -> None:
+    """The policy's full weights (gathered from ZeRO-3 shards on rank 0) into every engine, in place."""
+    blobs = ray.get(policy.call("weights_blob"))
+    blob_ref = ray.put(blobs[0])
+    ray.get(engines.call("load_weights", blob_ref, version))
+
+
+def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:
+    """One score per sample [B] from the reward source (rows split over its replicas)."""
+    rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
+    refs = reward.call_each("score", [
+        ([rollout.prompts[i] for i in r], [rollout.responses[i] for i in r], rollout.sequences[r],
+         rollout.attention_mask[r]) for r in rows if len(r)
+    ])
+    return torch.cat(ray.get(refs)).float()
+
+
+class ModeRuntime:
+    """Lifecycle and loop of one mode run; the mode passes its step and evaluation functions."""
+
+    def __init__(self, cfg: Config, trained_role: str, frozen_groups: dict[str, type]) -> None:
+        self.cfg = cfg
+        self.trained_role = trained_role
+        self.frozen_groups = frozen_groups
+        self.output_dir = cfg.trainer.output_dir
+        self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
+        self.placement: Optional[Placement] = None
+        self.groups: dict[str, ActorGroup] = {}
+        self.step = 0
+        self.history: list[dict] = []
+        self.start_metrics: dict = {}
+        """The held-out metrics of the starting model (step 0 of metrics.jsonl)."""
+
+    def group_names(self) -> list[str]:
+        return [self.trained_role, *self.frozen_groups]
+
+    def start(self) -> None:
+        self.placement = Placement(self.cfg.ray, self.group_names())
+        self.groups[self.trained_role] = spawn_trainers(self.cfg, self.placement, self.trained_role)
+        for name, actor_cls in self.frozen_groups.items():
+            self.groups[name] = spawn_group(self.cfg, self.placement, name, actor_cls)
+        with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
+            json.dump({name: group.where() for name, group in self.groups.items()}, fh, indent=1)
+
+    def release(self, name: str) -> None:
+        """Kill a group that is no longer needed (e.g. the reference once its log-probs are stored)."""
+        kill_group(self.groups.pop(name, None))
+
+    def shutdown(self) -> None:
+        for name in SHUTDOWN_ORDER:
+            kill_group(self.groups.pop(name, None))
+        if self.placement is not None:
+            self.placement.remove()
+            self.placement = None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, train_step: Callable[[int], dict], evaluate: Optional[Callable[[], dict]],
+            mode_state: Callable[[], dict], load_mode_state: Callable[[dict], None], resume: bool) -> dict:
+        cfg = self.cfg
+        if resume or cfg.trainer.resume == "auto":
+            self._restore_latest(load_mode_state)
+        fresh = self.step == 0
+        metrics_log = MetricsLogger(self.output_dir, to_dict(cfg), cfg.logging.wandb, cfg.logging.progress,
+                                    cfg.trainer.steps + int(fresh), start_step=self.step)
+        started = time.perf_counter()
+        final_dir = None
+        try:
+            # 0. The held-out metric of the starting model: what "improved" is measured against.
+            if evaluate is not None and fresh:
+                self.start_metrics = evaluate()
+                metrics_log.log(0, self.start_metrics)
+            while self.step < cfg.trainer.steps:
+                self.step += 1
+                step_start = time.perf_counter()
+                # 1. One training step of the mode (its own numbered phases inside).
+                metrics = train_step(self.step)
+                # 2. Held-out evaluation every eval_steps and after the last step.
+                last = self.step == cfg.trainer.steps
+                if evaluate is not None and (last or (cfg.trainer.eval_steps and self.step % cfg.trainer.eval_steps == 0)):
+                    metrics.update(evaluate())
+                metrics["timing/step_s"] = time.perf_counter() - step_start
+                # 3. Log, and checkpoint every save_steps and at the end.
+                metrics_log.log(self.step, metrics)
+                self.history.append(metrics)
+                if (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or last:
+                    self._save_checkpoint(mode_state())
+            if cfg.trainer.save_hf_model:
+                final_dir = os.path.join(self.output_dir, "final")
+                ray.get(self.groups[self.trained_role].call("save_pretrained", final_dir))
+        finally:
+            metrics_log.close()
+        return {"steps": self.step, "wall_s": time.perf_counter() - started, "output_dir": self.output_dir,
+                "final_model": final_dir, "metrics": os.path.join(self.output_dir, "metrics.jsonl")}
+
+    def _save_checkpoint(self, state: dict) -> str:
+        staging = self.checkpoints.staging(self.step)
+        ray.get(self.groups[self.trained_role].call("save_checkpoint", os.path.join(staging, self.trained_role)))
+        with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
+            json.dump({"step": self.step, "mode": state, "torch_rng": torch.get_rng_state().tolist()}, fh)
+        return self.checkpoints.commit(self.step, staging)
+
+    def _restore_latest(self, load_mode_state: Callable[[dict], None]) -> None:
+        found = self.checkpoints.latest_valid()
+        if found is None:
+            logger.info("resume: no complete checkpoint under %s; starting from step 0", self.checkpoints.root)
+            return
+        step, folder = found
+        with open(os.path.join(folder, "trainer_state.json")) as fh:
+            state = json.load(fh)
+        ray.get(self.groups[self.trained_role].call("load_checkpoint", os.path.join(folder, self.trained_role)))
+        self.step = state["step"]
+        load_mode_state(state["mode"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        logger.info("resumed from %s at step %d", folder, self.step)
+
+
+    def headline(self, keys: list[str]) -> dict[str, tuple[float, float]]:
+        """(at the start, at the end) of each metric, for the run summary."""
+        out = {}
+        for key in keys:
+            values = [row[key] for row in self.history if row.get(key) is not None]
+            first = self.start_metrics.get(key, values[0] if values else float("nan"))
+            out[key] = (first, values[-1] if values else float("nan"))
+        return out
