@@ -68,7 +68,8 @@ class TrainingActor:
             dtype=cfg.model.dtype,
         )
         self.model = DeepSpeedModel(module, ds_config)
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+        tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
+        self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:

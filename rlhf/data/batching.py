@@ -115,3 +115,16 @@ def pad_sft_rows(rows: list[list[SFTExample]], size: int) -> list[list[SFTExampl
     """`rows` filled up to `size` with copies of the first one with every label ignored."""
     filler = [SFTExample(ex.row, ex.input_ids, [IGNORE_INDEX] * len(ex.labels)) for ex in rows[0]]
     return rows + [filler] * (size - len(rows))
+
+
+def padded_preference_batch(examples: list[PreferenceExample], size: int, pad_id: int,
+                            ref_chosen: Optional[torch.Tensor] = None,
+                            ref_rejected: Optional[torch.Tensor] = None) -> PreferenceBatch:
+    """`collate_preferences` of `examples` padded to `size` pairs (padding weighs 0; its reference
+    log-probs are those of the first pair, never used)."""
+    padded, weight = pad_pairs(examples, size)
+
+    def pad_ref(ref: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if ref is None else torch.cat([ref, ref[:1].expand(size - len(ref))])
+
+    return collate_preferences(padded, pad_id, pad_ref(ref_chosen), pad_ref(ref_rejected), weight)

@@ -23,7 +23,8 @@ from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
 from rlhf.data.prompts import Prompt
 from rlhf.metrics import MetricsLogger
-from rlhf.records import RolloutBatch, TrainStats
+from rlhf.masked import masked_sum
+from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
 
@@ -111,6 +112,20 @@ def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:
          rollout.attention_mask[r]) for r in rows if len(r)
     ])
     return torch.cat(ray.get(refs)).float()
+
+
+def reference_logps(reference: ActorGroup, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed reference log-probs of the chosen and the rejected responses, [B] each.
+
+    Both blocks go out together, rows split over the reference replicas.
+    """
+    sequences = torch.cat([batch.chosen, batch.rejected])
+    attention_mask = torch.cat([batch.chosen_attention_mask, batch.rejected_attention_mask])
+    response_mask = torch.cat([batch.chosen_response_mask, batch.rejected_response_mask])
+    parts = zip(torch.tensor_split(sequences, len(reference)), torch.tensor_split(attention_mask, len(reference)))
+    refs = reference.call_each("forward", [(s, a, batch.prompt_len) for s, a in parts if len(s)])
+    logps = masked_sum(torch.cat(ray.get(refs)), response_mask, dim=-1)
+    return logps[:len(batch)], logps[len(batch):]
 
 
 class ModeRuntime:
