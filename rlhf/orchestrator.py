@@ -31,9 +31,8 @@ from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import load_tokenizer
+from rlhf.modes.runtime import generate_rollout, push_policy_weights
 from rlhf.records import Experience, RolloutBatch, TrainStats
-from rlhf.rollout import SamplingSpec
-from rlhf.rollout.batch import collate_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -177,23 +176,8 @@ class PPOOrchestrator:
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int) -> RolloutBatch:
         cfg = self.cfg
-        engines = self.groups["rollout"]
-        chunks = [c for c in _chunks(prompts, len(engines)) if c]
-        refs = []
-        for i, (handle, chunk) in enumerate(zip(engines.handles, chunks)):
-            spec = SamplingSpec(n=cfg.rollout.samples_per_prompt, temperature=cfg.rollout.temperature,
-                                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
-                                max_new_tokens=cfg.rollout.max_new_tokens, stop=tuple(cfg.rollout.stop),
-                                seed=(cfg.trainer.seed * 1_000_003 + step) * 131 + i)
-            refs.append(handle.generate.remote([p.token_ids for p in chunk], spec))
-        generations, offset = [], 0
-        for chunk, gens in zip(chunks, ray.get(refs)):
-            for g in gens:
-                g.prompt_index += offset
-            generations.extend(gens)
-            offset += len(chunk)
-        return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
-                               generations, self.tokenizer, policy_version=step - 1)
+        return generate_rollout(cfg, self.groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
+                                seed=cfg.trainer.seed * 1_000_003 + step, policy_version=step - 1)
 
     def make_experience(self, rollout: RolloutBatch):
         seq, attn, plen = rollout.sequences, rollout.attention_mask, rollout.prompt_len
@@ -239,9 +223,7 @@ class PPOOrchestrator:
         return metrics
 
     def push_weights(self, version: int) -> None:
-        blobs = ray.get(self.groups["policy"].call("weights_blob"))
-        blob_ref = ray.put(blobs[0])
-        ray.get(self.groups["rollout"].call("load_weights", blob_ref, version))
+        push_policy_weights(self.groups["policy"], self.groups["rollout"], version)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> str:
@@ -332,13 +314,3 @@ class PPOOrchestrator:
             "final_model": final_dir,
             "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
         }
-
-
-def _chunks(items: list, parts: int) -> list[list]:
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out

@@ -343,9 +343,6 @@ class Config:
         if mode == "rlaif":
             _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
                    "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
-            _check(self.trainer.prompts_per_step % self.trainer.mini_batch_size == 0, "trainer.mini_batch_size",
-                   f"must divide trainer.prompts_per_step ({self.trainer.prompts_per_step}): "
-                   "rlaif makes at most one pair per prompt")
 
     def _validate_ppo(self) -> None:
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
