@@ -54,7 +54,8 @@ def kill_group(group: Optional[ActorGroup]) -> None:
 
 def train_on(group: ActorGroup, mini_batches: list) -> dict[str, float]:
     """One optimizer step per global mini-batch, each split evenly over the group's replicas."""
-    per_replica = [[mb.split(len(group))[r] for mb in mini_batches] for r in range(len(group))]
+    shards = [mb.split(len(group)) for mb in mini_batches]
+    per_replica = [[shard[r] for shard in shards] for r in range(len(group))]
     return TrainStats.merge(ray.get(group.call_each("train", [(shards,) for shards in per_replica])))
 
 

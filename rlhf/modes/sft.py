@@ -35,6 +35,7 @@ class SFTDriver:
         # The sampler walks rows in reshuffled epochs; its position is checkpointed.
         self.sampler = PromptSampler(self.train_rows, cfg.trainer.seed, data.shuffle)
         self.runtime = ModeRuntime(cfg, "policy", {})
+        self._resume = False
 
     def _rows(self, examples: list[SFTExample], shuffle_seed=None) -> list[list[SFTExample]]:
         if not self.cfg.data.packing:

@@ -3,8 +3,10 @@ data-parallel replicas, the tiny models and datasets. One short run per mode; ea
 the mode's metric moves the right way on its held-out split, and what the run leaves behind."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -39,9 +41,9 @@ def _placed_groups(cfg) -> set[str]:
         return set(json.load(fh))
 
 
-def test_sft_loss_falls_on_train_and_held_out(tiny_assets, ray_session, tmp_path):
-    cfg = mode_config("sft", tiny_assets, tmp_path, "data.train_path=DATA/sft_train.jsonl",
-                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=20")
+def test_sft_loss_falls_on_train_and_held_out_and_resumes(tiny_assets, ray_session, tmp_path):
+    cfg = mode_config("sft", tiny_assets, tmp_path / "straight", "data.train_path=DATA/sft_train.jsonl",
+                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=20", "trainer.save_steps=10")
     summary, rows = run(cfg)
     assert [r["step"] for r in rows] == list(range(0, 21))
     train = [r["sft/loss"] for r in rows[1:]]
@@ -51,6 +53,16 @@ def test_sft_loss_falls_on_train_and_held_out(tiny_assets, ray_session, tmp_path
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(summary["final_model"]) is not None
+    # Stopped right after the step-10 checkpoint, then resumed: the same batches and losses follow.
+    out = tmp_path / "resumed"
+    shutil.copytree(cfg.trainer.output_dir, out)
+    shutil.rmtree(out / "checkpoints" / "step_20")
+    resumed_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out)))
+    run_training(resumed_cfg, resume=True)
+    resumed = read_metrics(str(out))
+    assert [r["step"] for r in resumed] == list(range(0, 21))
+    for a, b in zip(resumed[11:], rows[11:]):
+        assert a["sft/loss"] == pytest.approx(b["sft/loss"], abs=1e-5), a["step"]
 
 
 def test_reward_model_beats_chance_held_out_and_loads_as_the_ppo_reward(tiny_assets, ray_session, tmp_path):
