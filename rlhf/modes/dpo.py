@@ -6,6 +6,9 @@ pairs; the reference group is then released, its CPUs idle for the rest of the r
 `algorithm.dpo.loss_type: simpo` no reference group starts at all.
 Metrics: `dpo/loss`, `rewards/chosen`, `rewards/rejected`, `rewards/accuracy`, `rewards/margin`
 (implicit rewards β·(log π − log π_ref)); the same under `eval/` on the held-out pairs.
+
+Departure from Rafailov et al. 2023: none in the loss (see `rlhf.losses.dpo`); reference log-probs
+are summed over the response tokens exactly as the policy's are, with the same padding layout.
 """
 from __future__ import annotations
 

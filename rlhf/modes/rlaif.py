@@ -10,6 +10,11 @@ those pairs (mini-batches of `trainer.mini_batch_size`), push the new weights to
 Held-out metric: `eval/win_rate`, how often the current policy's answer to a held-out prompt
 scores above the starting policy's answer to it. Both answers are sampled with the same seed,
 so at step 0 they are identical (win-rate 0.5) and later differences come from the weights.
+
+Departures from OAIF (Guo et al. 2024): the judge scores each sample on its own (any reward
+source can), rather than comparing two samples in one prompt; the pair is the best and the
+worst of n samples, not two random ones; the reference is the frozen starting policy.
+Pairs are padded (weight 0) to whole mini-batches so every replica takes the same steps.
 """
 from __future__ import annotations
 
