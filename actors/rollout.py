@@ -5,26 +5,52 @@ import ray
 
 from actors.common import prepare_process, where_am_i
 from rlhf.config import Config
-from rlhf.models.loading import load_causal_lm, load_tokenizer
 from rlhf.rollout import Generation, SamplingSpec
-from rlhf.rollout.builtin import BuiltinEngine
+
+
+def _build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool):
+    if kind == "vllm":
+        from rlhf.rollout.vllm_engine import VLLMEngine, VLLMSettings
+
+        r = cfg.rollout
+        settings = VLLMSettings(
+            dtype=cfg.model.dtype, seed=cfg.trainer.seed + rank, max_model_len=r.max_model_len,
+            gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_memory_mb=r.kv_cache_memory_mb,
+            tensor_parallel_size=r.tensor_parallel_size, enable_sleep_mode=sleep_between_steps,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        return VLLMEngine(cfg.model.path, settings)
+    from rlhf.models.loading import load_causal_lm, load_tokenizer
+    from rlhf.rollout.builtin import BuiltinEngine
+
+    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+    model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
+    return BuiltinEngine(model, tokenizer)
 
 
 @ray.remote
 class RolloutActor:
-    def __init__(self, cfg: Config, rank: int = 0) -> None:
+    def __init__(self, cfg: Config, rank: int = 0, kind: str = "builtin", sleep_between_steps: bool = False) -> None:
         prepare_process(cfg.ray.rollout.num_cpus, cfg.trainer.seed + rank)
-        tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
-        self.engine = BuiltinEngine(model, tokenizer)
-        self.kind = "builtin"
+        self.kind = kind
+        self.engine = _build_engine(kind, cfg, rank, sleep_between_steps)
+        self.sleep_between_steps = sleep_between_steps
 
     def where(self) -> dict:
-        return where_am_i()
+        return {**where_am_i(), "engine": self.kind}
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingSpec) -> list[Generation]:
+        if self.sleep_between_steps:  # a step that skipped its update pushed no weights to wake it
+            self.engine.wake_up()
         return self.engine.generate(prompt_token_ids, sampling)
 
     def load_weights(self, blob: bytes, version: int) -> int:
+        if self.sleep_between_steps:
+            self.engine.wake_up()
         self.engine.load_weights(blob, version)
         return version
+
+    def sleep(self) -> None:
+        """Free accelerator memory for the colocated trainers until the next weight push."""
+        if self.sleep_between_steps:
+            self.engine.sleep()

@@ -30,9 +30,13 @@ from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
-from rlhf.models.loading import load_tokenizer
-from rlhf.modes.runtime import generate_rollout, push_policy_weights
+from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.modes.runtime import push_policy_weights
 from rlhf.records import Experience, RolloutBatch, TrainStats
+from rlhf.rollout import SamplingSpec
+from rlhf.rollout.batch import collate_rollout
+from rlhf.rollout.dispatch import generate_on_engines
+from rlhf.rollout.select import choose_engine
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +49,23 @@ class PPOOrchestrator:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.output_dir = cfg.trainer.output_dir
+        self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
+        logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
+        # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
+        self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
             ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
         prompts, self.data_counts = load_prompts(
             cfg.data.train_path, self.tokenizer, cfg.data.prompt_key, cfg.data.max_prompt_tokens,
             cfg.data.on_oversize, cfg.data.on_bad_row, cfg.data.apply_chat_template,
+            context_limit=context_limit(cfg.model.path, cfg.model.trust_remote_code),
+            max_new_tokens=cfg.rollout.max_new_tokens,
         )
+        logger.info("data %s: %s", cfg.data.train_path, self.data_counts)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "data_report.json"), "w") as fh:
+            json.dump({"train_path": cfg.data.train_path, **self.data_counts}, fh, indent=1)
         self.sampler = PromptSampler(prompts, cfg.trainer.seed, cfg.data.shuffle)
         kl = cfg.algorithm.kl
         self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"
@@ -61,10 +75,17 @@ class PPOOrchestrator:
         self.history: list[dict] = []
         self.placement: Optional[Placement] = None
         self.groups: dict[str, ActorGroup] = {}
+        self.memory_report: dict = {}
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def reference_folded(self) -> bool:
+        """With LoRA the reference is the policy with its adapters disabled: no reference group."""
+        lora = self.cfg.model.lora
+        return lora.rank > 0 and lora.fold_reference
+
     def group_names(self) -> list[str]:
-        names = ["policy", "reference", "reward", "rollout"]
+        names = ["policy", "reward", "rollout"] if self.reference_folded else ["policy", "reference", "reward", "rollout"]
         if self.cfg.algorithm.uses_critic:
             names.insert(1, "critic")
         return names
@@ -76,21 +97,36 @@ class PPOOrchestrator:
         for role in ("policy", "critic"):
             if role in names:
                 self.groups[role] = self._spawn_trainers(role)
-        self.groups["reference"] = self._spawn("reference", ReferenceActor)
+        if not self.reference_folded:
+            self.groups["reference"] = self._spawn("reference", ReferenceActor)
         self.groups["reward"] = self._spawn("reward", RewardActor)
-        self.groups["rollout"] = self._spawn("rollout", RolloutActor)
+        self.groups["rollout"] = self._spawn("rollout", RolloutActor, self.engine.name, self.sleep_engines)
         placement_log = {name: group.where() for name, group in self.groups.items()}
         with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
             json.dump(placement_log, fh, indent=1)
         for name, where in placement_log.items():
             logger.info("group %s: %d replica(s) on nodes %s", name, len(where),
                         [w["node_id"][:8] for w in where])
+        self._log_group_memory()
         if resume or cfg.trainer.resume == "auto":
             self._restore_latest()
 
-    def _spawn(self, name: str, actor_cls) -> ActorGroup:
+    def _log_group_memory(self) -> None:
+        report = ray.get(self.groups["policy"].handles[0].memory_report.remote())
+        if self.reference_folded:
+            logger.info("%d actor groups (%s); reference folded into the policy: saved %.1f MB of reference "
+                        "weights per policy replica (adapters: %.2f MB trainable)", len(self.groups),
+                        ", ".join(self.groups), report["frozen_bytes"] / 2**20, report["trainable_bytes"] / 2**20)
+        else:
+            logger.info("%d actor groups (%s)", len(self.groups), ", ".join(self.groups))
+        self.memory_report = {"actor_groups": len(self.groups), "reference_folded": self.reference_folded,
+                              "reference_bytes_saved": report["frozen_bytes"] if self.reference_folded else 0,
+                              "trainable_bytes": report["trainable_bytes"]}
+
+    def _spawn(self, name: str, actor_cls, *extra_args) -> ActorGroup:
         replicas = getattr(self.cfg.ray, name).replicas
-        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r) for r in range(replicas)]
+        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r, *extra_args)
+                   for r in range(replicas)]
         return ActorGroup(name, handles)
 
     def _spawn_trainers(self, role: str) -> ActorGroup:
@@ -141,6 +177,8 @@ class PPOOrchestrator:
         # 2. Generate with the rollout engines.
         with self._timed(timings, "generate"):
             rollout = self.generate(prompts, step)
+            if self.sleep_engines:
+                ray.get(self.groups["rollout"].call("sleep"))
         # 3. Experience: old log-probs, reference log-probs, values and scores, all in parallel.
         with self._timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = self.make_experience(rollout)
@@ -161,7 +199,7 @@ class PPOOrchestrator:
         # 6. Push the new policy weights into the rollout engines.
         with self._timed(timings, "weight_sync"):
             if train_metrics:
-                self.push_weights(version=step)
+                train_metrics["weight_sync/megabytes"] = self.push_weights(version=step) / 2**20
         # 7. Steer the KL coefficient with the KL measured on this batch.
         current_kl = float(sequence_kl(targets.kl, mask))
         self.kl_ctl.update(current_kl, n_steps=len(rollout))
@@ -175,19 +213,29 @@ class PPOOrchestrator:
 
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int) -> RolloutBatch:
-        cfg = self.cfg
-        return generate_rollout(cfg, self.groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
-                                seed=cfg.trainer.seed * 1_000_003 + step, policy_version=step - 1)
+        r = self.cfg.rollout
+
+        def spec_for_engine(i: int) -> SamplingSpec:
+            # Seeded by (run seed, step, engine): a resumed run draws the samples the first one drew.
+            return SamplingSpec(n=r.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                max_new_tokens=r.max_new_tokens, stop=tuple(r.stop),
+                                seed=(self.cfg.trainer.seed * 1_000_003 + step) * 131 + i)
+
+        prompt_ids = [p.token_ids for p in prompts]
+        generations = generate_on_engines(self.groups["rollout"].handles, prompt_ids, spec_for_engine)
+        return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts],
+                               generations, self.tokenizer, policy_version=step - 1)
 
     def make_experience(self, rollout: RolloutBatch):
         seq, attn, plen = rollout.sequences, rollout.attention_mask, rollout.prompt_len
 
-        def fan_out(group: ActorGroup) -> list:
+        def fan_out(group: ActorGroup, method: str = "forward") -> list:
             parts = zip(torch.tensor_split(seq, len(group)), torch.tensor_split(attn, len(group)))
-            return group.call_each("forward", [(s, a, plen) for s, a in parts])
+            return group.call_each(method, [(s, a, plen) for s, a in parts])
 
         policy_refs = fan_out(self.groups["policy"])
-        ref_refs = fan_out(self.groups["reference"])
+        ref_refs = (fan_out(self.groups["policy"], "forward_reference") if self.reference_folded
+                    else fan_out(self.groups["reference"]))
         critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
         reward = self.groups["reward"]
         rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
@@ -222,8 +270,9 @@ class PPOOrchestrator:
             metrics.update(TrainStats.merge(ray.get(role_refs)))
         return metrics
 
-    def push_weights(self, version: int) -> None:
-        push_policy_weights(self.groups["policy"], self.groups["rollout"], version)
+    def push_weights(self, version: int) -> int:
+        """Gather the policy (from ZeRO-3 shards if need be) and load it into every engine; returns bytes sent."""
+        return push_policy_weights(self.groups["policy"], self.groups["rollout"], version)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> str:
@@ -305,6 +354,8 @@ class PPOOrchestrator:
         head, tail = self.history[:3], self.history[-3:]
         return {
             "steps": self.step,
+            "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
+            **self.memory_report,
             "reward_start": mean_of(head, "reward/mean"),
             "reward_end": mean_of(tail, "reward/mean"),
             "kl_end": mean_of(tail, "kl/mean"),
@@ -314,3 +365,4 @@ class PPOOrchestrator:
             "final_model": final_dir,
             "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
         }
+

@@ -4,6 +4,7 @@ Layout of ``out_dir``::
 
     policy/      LlamaForCausalLM + tokenizer   (policy and reference)
     reward/      LlamaForSequenceClassification (num_labels=1) + tokenizer (reward and critic)
+    judge/       a smaller LlamaForCausalLM trained to grade letters answers by the packaged rubric
     data/        task_*, sft_*, prefs_* JSONL files and general_eval.txt
     assets.json  what was built: seed, sizes, parameter counts, relative paths
 
@@ -22,9 +23,11 @@ from pathlib import Path
 import tokenizers
 import transformers
 
-from rlhf.assets.datasets import write_datasets
+from rlhf.assets.datasets import split_prompts, write_datasets
+from rlhf.assets.judge import JUDGE_SPEC, train_judge
 from rlhf.assets.models import TinyModelSpec, build_policy, build_reward, count_params
 from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer
+from rlhf.rewards.rubric import load_rubric
 
 MANIFEST = "assets.json"
 
@@ -36,6 +39,7 @@ class AssetPaths:
     root: Path
     policy: Path
     reward: Path
+    judge: Path
     data: Path
     manifest: Path
 
@@ -47,7 +51,8 @@ class AssetPaths:
     def from_dir(cls, out_dir: str | Path) -> AssetPaths:
         """Paths of an asset folder laid out by ``build_assets`` (not checked for existence)."""
         root = Path(out_dir).resolve()
-        return cls(root=root, policy=root / "policy", reward=root / "reward", data=root / "data",
+        return cls(root=root, policy=root / "policy", reward=root / "reward", judge=root / "judge",
+                   data=root / "data",
                    manifest=root / MANIFEST)
 
 
@@ -56,6 +61,7 @@ def build_assets(
     seed: int = 0,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     spec: TinyModelSpec = TinyModelSpec(),
+    judge: bool = True,
 ) -> AssetPaths:
     """Train the tokenizer, initialise the models, write the datasets; return their paths.
 
@@ -80,15 +86,26 @@ def build_assets(
 
     data_files = write_datasets(paths.data, seed=seed)
 
+    params = {"policy": count_params(policy), "reward": count_params(reward)}
+    judge_training = None
+    if judge:  # trained (about 10 CPU-seconds), on train prompts only, with the rubric LocalJudge reads
+        judge_model = build_policy(JUDGE_SPEC, seed=seed + 2, **ids)
+        judge_training = train_judge(judge_model, tok, load_rubric(), split_prompts(seed)[0], seed=seed)
+        judge_model.save_pretrained(paths.judge)
+        tok.save_pretrained(paths.judge)
+        params["judge"] = count_params(judge_model)
+
     manifest = {
         "seed": seed,
         "vocab_size": len(tok),
         "special_tokens": {"pad": tok.pad_token, "bos": tok.bos_token, "eos": tok.eos_token},
         "spec": spec.to_dict(),
-        "params": {"policy": count_params(policy), "reward": count_params(reward)},
+        "params": params,
+        "judge_training": judge_training,
         "paths": {
             "policy": "policy",
             "reward": "reward",
+            **({"judge": "judge"} if judge else {}),
             "data": {name: f"data/{name}" for name in data_files},
         },
         "rows": {name: _count_lines(p) for name, p in data_files.items()},

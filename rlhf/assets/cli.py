@@ -7,26 +7,26 @@ module directly (``python -m rlhf.assets.cli --out DIR``) does the same without 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 
 from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlhf.assets.models import TinyModelSpec  # dataclass defaults are the CLI defaults
+    from rlhf.assets.models import MODEL_SIZES
 
-    d = TinyModelSpec()
     parser.add_argument("--out", required=True, help="folder to write policy/, reward/, data/ and assets.json into")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default: %(default)s)")
     parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="BPE vocabulary size (default: %(default)s)")
-    parser.add_argument("--hidden-size", type=int, default=d.hidden_size, help="(default: %(default)s)")
-    parser.add_argument("--layers", type=int, default=d.num_layers, help="(default: %(default)s)")
-    parser.add_argument("--heads", type=int, default=d.num_heads,
-                        help="attention heads; keep hidden-size/heads at 32 or 64 for vLLM on CPU (default: %(default)s)")
-    parser.add_argument("--kv-heads", type=int, default=d.num_kv_heads,
-                        help="key/value heads (default: %(default)s)")
-    parser.add_argument("--intermediate-size", type=int, default=d.intermediate_size,
-                        help="MLP width (default: %(default)s)")
+    parser.add_argument("--size", choices=sorted(MODEL_SIZES), default="tiny",
+                        help="architecture preset; the flags below override single fields (default: %(default)s)")
+    parser.add_argument("--hidden-size", type=int, help="hidden width")
+    parser.add_argument("--layers", type=int, help="transformer layers")
+    parser.add_argument("--heads", type=int,
+                        help="attention heads; keep hidden-size/heads at 32 or 64 for vLLM on CPU")
+    parser.add_argument("--kv-heads", type=int, help="key/value heads")
+    parser.add_argument("--intermediate-size", type=int, help="MLP width")
 
 
 def run_assets(args: argparse.Namespace) -> int:
@@ -34,17 +34,13 @@ def run_assets(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from rlhf.assets.build import build_assets, load_manifest
-    from rlhf.assets.models import TinyModelSpec
+    from rlhf.assets.models import MODEL_SIZES
 
     # The per-shard progress bars of save_pretrained only clutter a one-screen summary.
     hf_logging.disable_progress_bar()
-    spec = TinyModelSpec(
-        hidden_size=args.hidden_size,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        num_kv_heads=args.kv_heads,
-        intermediate_size=args.intermediate_size,
-    )
+    overrides = {"hidden_size": args.hidden_size, "num_layers": args.layers, "num_heads": args.heads,
+                 "num_kv_heads": args.kv_heads, "intermediate_size": args.intermediate_size}
+    spec = dataclasses.replace(MODEL_SIZES[args.size], **{k: v for k, v in overrides.items() if v is not None})
     paths = build_assets(args.out, seed=args.seed, vocab_size=args.vocab_size, spec=spec)
     m = load_manifest(paths.root)
     print(f"assets built in {m['build_seconds']:.1f}s under {paths.root}")

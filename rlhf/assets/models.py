@@ -70,6 +70,15 @@ class TinyModelSpec:
         return {**dataclasses.asdict(self), "head_dim": self.head_dim}
 
 
+# Named sizes: `tiny` for tests and the demo, `small` (about 50M parameters) for benchmarks where
+# compute, not per-call overhead, dominates. head_dim stays 64 so vLLM on CPU serves both.
+MODEL_SIZES = {
+    "tiny": TinyModelSpec(),
+    "small": TinyModelSpec(hidden_size=640, num_layers=11, num_heads=10, num_kv_heads=5, intermediate_size=1728,
+                           max_position_embeddings=512),
+}
+
+
 def llama_config(spec: TinyModelSpec, vocab_size: int, pad_token_id: int, bos_token_id: int, eos_token_id: int,
                  **extra) -> LlamaConfig:
     """A ``LlamaConfig`` for ``spec`` with the tokenizer's special ids baked in."""

@@ -8,6 +8,7 @@ from rlhf.config.schema import (
     GroupConfig,
     KLConfig,
     LoggingConfig,
+    LoraConfig,
     ModelConfig,
     RayConfig,
     RewardConfig,
@@ -18,6 +19,6 @@ from rlhf.config.schema import (
 
 __all__ = [
     "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "GroupConfig", "KLConfig", "LoggingConfig",
-    "ModelConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
+    "LoraConfig", "ModelConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
     "all_keys", "dump", "load", "parse_override", "to_dict",
 ]

@@ -50,6 +50,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, list):
             return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif typing.get_origin(tp) is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     else:  # pragma: no cover - a schema type the loader does not know is a bug here
         raise TypeError(f"{key}: unsupported config type {tp}")
     name = getattr(tp, "__name__", str(tp))

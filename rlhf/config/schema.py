@@ -7,6 +7,8 @@ span sections live in `Config.validate()`, which runs before any actor starts.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,6 +27,28 @@ def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
 
 
 @dataclass
+class LoraConfig:
+    rank: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt (e.g. q_proj, v_proj, up_proj), or `all-linear` (every linear but the output head)."""
+    critic: bool = True
+    """The critic trains adapters too (its value head always trains fully); false: full critic."""
+    fold_reference: bool = True
+    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer."""
+    save_merged: bool = False
+    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged."""
+
+    def __post_init__(self) -> None:
+        _check(self.rank >= 0, "model.lora.rank", "must be >= 0 (0 disables LoRA)")
+        _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
+        _check(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        _check(bool(self.target_modules), "model.lora.target_modules", "must name at least one module or all-linear")
+
+
+@dataclass
 class ModelConfig:
     path: str = ""
     """Hugging Face folder of the policy; the reference starts from it too unless `reference_path` is set."""
@@ -38,9 +62,15 @@ class ModelConfig:
     """Weights and compute precision of every model: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Run code shipped inside model folders. Off: a model folder must not be able to run code by default."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    quantization: str = "none"
+    """`nf4` loads the frozen base in 4 bits through bitsandbytes (QLoRA; needs model.lora.rank > 0)."""
 
     def __post_init__(self) -> None:
         _one_of(self.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
+        _one_of(self.quantization, ("none", "nf4"), "model.quantization")
+        _check(self.quantization == "none" or self.lora.rank > 0, "model.quantization",
+               "nf4 freezes the base; set model.lora.rank > 0 so there is something to train")
 
 
 @dataclass
@@ -91,8 +121,9 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    engine: str = "builtin"
-    """Generation engine: `builtin` (batched HF generate with KV cache). vLLM engines come next."""
+    engine: str = "auto"
+    """`vllm`, `builtin` (batched HF generate with KV cache), or `auto`: vLLM on GPUs, and on CPU the
+    engine measured faster for the policy's size (bench/README.md); the run logs which and why."""
     samples_per_prompt: int = 4
     """Completions sampled for each prompt (the group size of GRPO/RLOO)."""
     max_new_tokens: int = 16
@@ -102,9 +133,22 @@ class RolloutConfig:
     """0 disables top-k."""
     stop: list[str] = field(default_factory=list)
     """Strings that end a completion (besides the EOS token)."""
+    max_model_len: Optional[int] = None
+    """vLLM: longest prompt + completion; null: the model's own limit."""
+    gpu_memory_utilization: float = 0.15
+    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory."""
+    kv_cache_memory_mb: Optional[int] = None
+    """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs one engine spans; `ray.rollout.num_gpus` must match."""
 
     def __post_init__(self) -> None:
-        _one_of(self.engine, ("builtin",), "rollout.engine")
+        _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
+        _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
+        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.kv_cache_memory_mb is None or self.kv_cache_memory_mb > 0, "rollout.kv_cache_memory_mb",
+               "must be > 0 or null")
+        _check(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")
@@ -197,19 +241,93 @@ class AlgorithmConfig:
         return self.advantage == "gae"
 
 
+REWARD_SOURCES = ("function", "model", "judge", "http")
+"""Single reward sources; `reward.source: weighted` combines several of them."""
+
+
+@dataclass
+class RemoteConfig:
+    timeout_s: float = 30.0
+    """Timeout of one HTTP request (reward server and judge API)."""
+    max_retries: int = 3
+    """Retries after a failed request (refused, timed out, 5xx, malformed reply); then the run stops naming the URL."""
+    backoff_s: float = 1.0
+    """Wait before the first retry, doubled before each next one."""
+    batch_size: int = 64
+    """Responses per POST to the reward server."""
+    concurrency: int = 4
+    """Judge-API requests in flight at once (one request per response)."""
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "reward.remote.timeout_s", "must be > 0")
+        _check(self.max_retries >= 0, "reward.remote.max_retries", "must be >= 0")
+        _check(self.backoff_s >= 0, "reward.remote.backoff_s", "must be >= 0")
+        _check(self.batch_size >= 1, "reward.remote.batch_size", "must be >= 1")
+        _check(self.concurrency >= 1, "reward.remote.concurrency", "must be >= 1")
+
+
+@dataclass
+class HttpRewardConfig:
+    url: str = ""
+    """Reward server endpoint: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}."""
+    api_key_env: Optional[str] = None
+    """Name of an environment variable holding a bearer token (the token itself never goes in the config)."""
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "local"
+    """`local` (a causal LM in the reward actor, scored from its next-token distribution) or `openai`
+    (an OpenAI-compatible chat-completions endpoint whose reply is parsed)."""
+    model_path: Optional[str] = None
+    """Local judge: Hugging Face causal-LM folder."""
+    rubric_path: Optional[str] = None
+    """Rubric YAML (template + answers); null: the packaged rlhf/rewards/rubrics/letters.yaml."""
+    base_url: Optional[str] = None
+    """OpenAI-compatible API root, e.g. https://api.example.com/v1 (`/chat/completions` is appended)."""
+    model: Optional[str] = None
+    """Model name sent to the API."""
+    api_key_env: Optional[str] = None
+    """Name of the environment variable holding the API key."""
+    max_tokens: int = 8
+    """Reply length the API may use (the score is parsed from it)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.backend, ("local", "openai"), "reward.judge.backend")
+        _check(self.max_tokens >= 1, "reward.judge.max_tokens", "must be >= 1")
+
+
 @dataclass
 class RewardConfig:
     source: str = "function"
-    """`model` (a trained reward model: `model.reward_path`) or `function` (`reward.function`)."""
+    """`function`, `model` (human-feedback reward model), `judge` (AI feedback), `http` (a reward server),
+    or `weighted` (the sum of `weights[name] * score` over several of these)."""
     function: str = "rlhf.tasks:letter_reward"
     """`module:function` called as fn(prompts=[...], responses=[...]) -> list of floats."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """With `source: weighted`: source name -> weight, e.g. {function: 1.0, judge: 0.5}."""
     clip: Optional[float] = None
     """Clip scores to [-clip, clip]; null leaves them as they are."""
+    http: HttpRewardConfig = field(default_factory=HttpRewardConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
 
     def __post_init__(self) -> None:
-        _one_of(self.source, ("model", "function"), "reward.source")
+        _one_of(self.source, REWARD_SOURCES + ("weighted",), "reward.source")
         _check(":" in self.function, "reward.function", f"must look like module:function; got {self.function!r}")
         _check(self.clip is None or self.clip > 0, "reward.clip", "must be > 0 or null")
+        if self.source == "weighted":
+            _check(bool(self.weights), "reward.weights", "must name at least one source when reward.source is weighted")
+        else:
+            _check(not self.weights, "reward.weights", "is only used when reward.source is weighted")
+        for name, weight in self.weights.items():
+            _one_of(name, REWARD_SOURCES, f"reward.weights.{name}")
+            _check(math.isfinite(weight), f"reward.weights.{name}", "must be a finite number")
+
+    @property
+    def sources(self) -> list[str]:
+        """The single sources this config scores with."""
+        return list(self.weights) if self.source == "weighted" else [self.source]
 
 
 @dataclass
@@ -325,8 +443,9 @@ class Config:
         _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
         _check(bool(self.data.train_path), "data.train_path", "is required")
         mode = self.algorithm.name
-        if mode in ("ppo", "rlaif") and self.reward.source == "model":
-            _check(bool(self.model.reward_path), "model.reward_path", "is required when reward.source is model")
+        if mode in ("ppo", "rlaif"):  # the modes that generate and score
+            self._validate_reward_sources()
+            self._validate_rollout()
         if mode == "ppo":
             _check(not (self.data.eval_path or self.data.eval_fraction), "data.eval_path",
                    "a held-out split is used by sft, rm, dpo and rlaif; ppo does not read one yet")
@@ -365,9 +484,38 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
+        if self.model.lora.rank > 0 and self.model.lora.fold_reference:
+            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
+                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
+                   "set model.lora.fold_reference=false to use another reference model")
         if self.algorithm.advantage in ("grpo", "rloo"):
             _check(
                 self.rollout.samples_per_prompt >= 2,
                 "rollout.samples_per_prompt",
                 f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
             )
+
+    def _validate_rollout(self) -> None:
+        if self.rollout.tensor_parallel_size > 1:
+            _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
+            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
+                   f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
+                   "each engine holds that many GPUs")
+
+    def _validate_reward_sources(self) -> None:
+        sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http
+        if "model" in sources:
+            _check(bool(self.model.reward_path), "model.reward_path", "is required when reward.source uses model")
+        if "http" in sources:
+            _check(http.url.startswith(("http://", "https://")), "reward.http.url",
+                   f"must be an http(s):// URL when reward.source uses http; got {http.url!r}")
+        if "judge" in sources:
+            if judge.rubric_path is not None:
+                _check(os.path.isfile(judge.rubric_path), "reward.judge.rubric_path",
+                       f"{judge.rubric_path!r} is not a file")
+            if judge.backend == "local":
+                _check(bool(judge.model_path), "reward.judge.model_path", "is required for the local judge")
+            else:
+                _check(bool(judge.base_url) and judge.base_url.startswith(("http://", "https://")),
+                       "reward.judge.base_url", "must be an http(s):// URL for the openai judge backend")
+                _check(bool(judge.model), "reward.judge.model", "is required for the openai judge backend")

@@ -1,7 +1,11 @@
 """Prompts for rollouts: read, wrap in the chat template, tokenize, filter by length, sample.
 
 The same tokenized prompts feed generation and training, so the oversize policy
-applies identically on both sides (RELIABILITY.md test 7).
+applies identically on both sides (RELIABILITY.md test 7). A prompt is oversize when it
+is longer than `data.max_prompt_tokens`, or when it plus `rollout.max_new_tokens` would
+not fit the model's context (`max_position_embeddings`): engines such as vLLM fail the
+whole batch on such a prompt, so it is handled here, before generation, by the same
+`data.on_oversize` policy (error, drop, or truncate from the left), and counted.
 """
 from __future__ import annotations
 
@@ -59,8 +63,16 @@ def load_prompts(
     on_oversize: str = "drop",
     on_bad_row: str = "error",
     apply_chat_template: bool = True,
-) -> tuple[list[Prompt], dict[str, int]]:
-    """Tokenized prompts and counts {"rows", "skipped_bad", "dropped_oversize", "truncated"}."""
+    context_limit: Optional[int] = None,
+    max_new_tokens: int = 0,
+) -> tuple[list[Prompt], dict]:
+    """Tokenized prompts and a report {"rows", "skipped_bad", "first_bad" (the first few bad rows, `file:row:
+    what`), "dropped_oversize", "truncated", "prompt_limit"}.
+
+    `context_limit` is the model's maximum sequence length (None: unknown, not checked); a
+    prompt may then use at most `context_limit - max_new_tokens` tokens.
+    """
+    limit, why = prompt_token_limit(max_prompt_tokens, context_limit, max_new_tokens)
     report = ReadReport()
     rows = read_rows(path, _parse_prompt(prompt_key), on_bad_row, report)
     prompts, dropped, truncated = [], 0, 0
@@ -71,24 +83,36 @@ def load_prompts(
         else:
             text = value if isinstance(value, str) else "\n".join(m["content"] for m in value)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_prompt_tokens:
+        if len(ids) > limit:
             if on_oversize == "error":
-                raise DataError(
-                    f"{path}:{number}: prompt has {len(ids)} tokens, over data.max_prompt_tokens={max_prompt_tokens}"
-                )
+                raise DataError(f"{path}:{number}: prompt has {len(ids)} tokens, over {why} (data.on_oversize=error; "
+                                "set it to drop or truncate to go on without it)")
             if on_oversize == "drop":
                 dropped += 1
                 continue
-            ids = ids[-max_prompt_tokens:]  # keep the end: the generation prompt must survive
+            ids = ids[-limit:]  # keep the end: the generation prompt must survive
             text = tokenizer.decode(ids)
             truncated += 1
         prompts.append(Prompt(row=number, text=text, token_ids=ids))
-    if dropped:
-        logger.warning("%s: dropped %d prompts longer than %d tokens", path, dropped, max_prompt_tokens)
+    if dropped or truncated:
+        logger.warning("%s: %s %d prompts over %s", path, "dropped" if dropped else "truncated", dropped + truncated, why)
     if not prompts:
-        raise DataError(f"{path}: every prompt is longer than data.max_prompt_tokens={max_prompt_tokens}")
-    counts = {"rows": len(prompts), "skipped_bad": report.skipped, "dropped_oversize": dropped, "truncated": truncated}
+        raise DataError(f"{path}: every prompt is over {why}")
+    counts = {"rows": len(prompts), "skipped_bad": report.skipped, "first_bad": report.first_bad,
+              "dropped_oversize": dropped, "truncated": truncated, "prompt_limit": limit}
     return prompts, counts
+
+
+def prompt_token_limit(max_prompt_tokens: int, context_limit: Optional[int], max_new_tokens: int) -> tuple[int, str]:
+    """The longest prompt allowed, and which limit sets it (for messages)."""
+    if context_limit is None or context_limit - max_new_tokens >= max_prompt_tokens:
+        return max_prompt_tokens, f"data.max_prompt_tokens={max_prompt_tokens}"
+    room = context_limit - max_new_tokens
+    if room < 1:
+        raise DataError(f"rollout.max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                        f"context of {context_limit} tokens (max_position_embeddings)")
+    return room, (f"{room} tokens (the model's max_position_embeddings={context_limit} minus "
+                  f"rollout.max_new_tokens={max_new_tokens})")
 
 
 class PromptSampler:

@@ -1,8 +1,11 @@
 """Read dataset rows, naming the file and row of anything malformed.
 
-JSONL is read line by line here (not through `datasets`) so a broken line is
-reported with its line number; JSON, Parquet and saved `datasets` folders go
-through `datasets`, and rows are numbered from 1 in file order.
+JSONL and JSON are read here with the `json` module (not through `datasets`) so a
+broken line is reported with its line number and a row with a wrong type is reported
+as that row (Arrow would fail the whole file, or coerce); a `.json` file holds either
+one top-level list of objects (rows numbered from 1 in list order) or JSON lines.
+Parquet and saved `datasets` folders go through `datasets`, rows numbered from 1 in
+file order; there a missing field reads as null and is reported as missing.
 """
 from __future__ import annotations
 
@@ -38,24 +41,28 @@ def _raw_rows(path: str):
         for i, row in enumerate(ds, start=1):
             yield i, row
         return
-    if path.endswith(".jsonl"):
+    if path.endswith((".jsonl", ".json")):
         with open(path, "rb") as fh:
-            for i, raw in enumerate(fh, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    yield i, DataError(f"not valid UTF-8 ({err.reason} at byte {err.start})")
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    yield i, json.loads(text)
-                except json.JSONDecodeError as err:
-                    yield i, DataError(f"broken JSON ({err.msg} at column {err.colno})")
+            data = fh.read()
+        if path.endswith(".json") and data.strip():
+            try:
+                whole = json.loads(data.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+            except json.JSONDecodeError as err:
+                if err.msg != "Extra data":  # "Extra data": several values, i.e. JSON lines; read below
+                    raise DataError(f"{path}:{err.lineno}: broken JSON ({err.msg} at column {err.colno})") from None
+            else:
+                if not isinstance(whole, list):
+                    raise DataError(f"{path}: the top level must be a list of row objects (or JSON lines), "
+                                    f"got {type(whole).__name__}")
+                yield from enumerate(whole, start=1)
+                return
+        yield from _json_lines(data)
         return
     import datasets
 
-    kind = {".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1])
+    kind = {".parquet": "parquet"}.get(os.path.splitext(path)[1])
     if kind is None:
         raise DataError(f"{path}: unsupported file type (use .jsonl, .json, .parquet or a saved datasets folder)")
     try:
@@ -64,6 +71,21 @@ def _raw_rows(path: str):
         raise DataError(f"{path}: could not be read as {kind}: {err}") from None
     for i, row in enumerate(ds, start=1):
         yield i, row
+
+
+def _json_lines(data: bytes):
+    for i, raw in enumerate(data.splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield i, DataError(f"not valid UTF-8 ({err.reason} at byte {err.start})")
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield i, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield i, DataError(f"broken JSON ({err.msg} at column {err.colno})")
 
 
 def read_rows(
@@ -81,8 +103,9 @@ def read_rows(
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder")
     report = report if report is not None else ReadReport()
-    rows = []
+    rows, seen = [], 0
     for number, raw in _raw_rows(path):
+        seen += 1
         try:
             if isinstance(raw, Exception):
                 raise raw
@@ -99,6 +122,8 @@ def read_rows(
                 report.first_bad.append(problem)
     if report.skipped:
         logger.warning("%s: skipped %d bad rows; first: %s", path, report.skipped, "; ".join(report.first_bad))
+    if not seen:
+        raise DataError(f"{path}: empty (no rows)")
     if not rows:
         raise DataError(f"{path}: no usable rows" + (f" ({report.skipped} bad rows skipped)" if report.skipped else ""))
     return rows
@@ -106,9 +131,9 @@ def read_rows(
 
 def require_text(row: dict, key: str) -> str:
     """The non-empty string at `key`, or a ValueError saying what is wrong with it."""
-    if key not in row:
-        raise KeyError(f"missing field {key!r} (fields: {', '.join(sorted(row))})")
-    value = row[key]
+    value = row.get(key)
+    if value is None:  # absent, or null (how datasets reads a field a Parquet row lacks)
+        raise ValueError(f"missing field {key!r} (fields present: {', '.join(sorted(k for k in row if row[k] is not None))})")
     if not isinstance(value, str):
         raise TypeError(f"field {key!r} must be a string, got {type(value).__name__}")
     if not value.strip():

@@ -44,6 +44,8 @@ def token_values(model: PreTrainedModel, sequences: torch.Tensor, attention_mask
     Transformers' classifier forward pools at the last token; a critic needs a value per
     token, so the backbone and the `score` head are called separately.
     """
+    if hasattr(model, "get_base_model"):  # PEFT: the wrapped classifier, its layers carrying the adapters
+        model = model.get_base_model()
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(
         input_ids=sequences,

@@ -43,7 +43,7 @@ class DPODriver:
         self.uses_reference = cfg.algorithm.dpo.uses_reference
         # The sampler walks pair indices, so each pair's stored reference log-probs come along.
         self.sampler = PromptSampler(list(range(len(self.train_pairs))), cfg.trainer.seed, cfg.data.shuffle)
-        self.runtime = ModeRuntime(cfg, "policy", {"reference": ReferenceActor} if self.uses_reference else {})
+        self.runtime = ModeRuntime(cfg, "policy", {"reference": (ReferenceActor, ())} if self.uses_reference else {})
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.eval_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._resume = False

@@ -31,11 +31,12 @@ from rlhf.config import Config
 from rlhf.data.batching import padded_preference_batch
 from rlhf.data.examples import PreferenceExample, train_and_eval
 from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
-from rlhf.models.loading import load_tokenizer
+from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.modes.runtime import (ModeRuntime, generate_rollout, padded_size, push_policy_weights, reference_logps,
                                 score_rollout, train_on)
 from rlhf.pairs import best_worst_pairs, win_rate
 from rlhf.records import RolloutBatch
+from rlhf.rollout.select import choose_engine
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,18 @@ class RLAIFDriver:
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if data.apply_chat_template:
             ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
+        limit = context_limit(cfg.model.path, cfg.model.trust_remote_code)
         self.train_prompts, self.eval_prompts, self.data_counts = train_and_eval(
             lambda path: load_prompts(path, self.tokenizer, data.prompt_key, data.max_prompt_tokens, data.on_oversize,
-                                      data.on_bad_row, data.apply_chat_template), data, cfg.trainer.seed)
+                                      data.on_bad_row, data.apply_chat_template, context_limit=limit,
+                                      max_new_tokens=cfg.rollout.max_new_tokens), data, cfg.trainer.seed)
         self.sampler = PromptSampler(self.train_prompts, cfg.trainer.seed, data.shuffle)
         self.uses_reference = cfg.algorithm.dpo.uses_reference
-        frozen = {"reference": ReferenceActor} if self.uses_reference else {}
-        self.runtime = ModeRuntime(cfg, "policy", {**frozen, "reward": RewardActor, "rollout": RolloutActor})
+        self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
+        logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
+        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference else {}
+        self.runtime = ModeRuntime(cfg, "policy", {**frozen, "reward": (RewardActor, ()),
+                                                   "rollout": (RolloutActor, (self.engine.name, False))})
         self.baseline_scores: Optional[list[float]] = None
         """The starting policy's held-out scores, the other side of every win-rate."""
         self._resume = False
@@ -129,7 +135,8 @@ class RLAIFDriver:
             timings["train"] = time.perf_counter() - start
             # 5. The new weights into the engines.
             start = time.perf_counter()
-            push_policy_weights(groups["policy"], groups["rollout"], version=step)
+            train_metrics["weight_sync/megabytes"] = push_policy_weights(groups["policy"], groups["rollout"],
+                                                                         version=step) / 2**20
             timings["weight_sync"] = time.perf_counter() - start
         # 6. Metrics.
         finite = scores[torch.isfinite(scores)]

@@ -27,6 +27,7 @@ from rlhf.masked import masked_sum
 from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
+from rlhf.rollout.dispatch import generate_on_engines
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,11 @@ def spawn_trainers(cfg: Config, placement: Placement, role: str) -> ActorGroup:
     return ActorGroup(role, handles)
 
 
-def spawn_group(cfg: Config, placement: Placement, name: str, actor_cls) -> ActorGroup:
+def spawn_group(cfg: Config, placement: Placement, name: str, actor_cls, *extra_args) -> ActorGroup:
+    """The replicas of a frozen role; each actor is built as actor_cls(cfg, rank, *extra_args)."""
     replicas = getattr(cfg.ray, name).replicas
-    return ActorGroup(name, [actor_cls.options(**placement.options(name, r)).remote(cfg, r) for r in range(replicas)])
+    return ActorGroup(name, [actor_cls.options(**placement.options(name, r)).remote(cfg, r, *extra_args)
+                             for r in range(replicas)])
 
 
 def kill_group(group: Optional[ActorGroup]) -> None:
@@ -73,36 +76,27 @@ def padded_size(n: int, replicas: int, micro_batch_size: int) -> int:
 
 def generate_rollout(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[Prompt], n: int, seed: int,
                      policy_version: int) -> RolloutBatch:
-    """`n` samples per prompt from the rollout engines, prompts split evenly over the engines."""
-    size, extra = divmod(len(prompts), len(engines))
-    chunks, start = [], 0
-    for i in range(len(engines)):
-        end = start + size + (1 if i < extra else 0)
-        chunks.append(prompts[start:end])
-        start = end
-    refs = []
-    for i, (handle, chunk) in enumerate(zip(engines.handles, chunks)):
-        if not chunk:
-            continue
-        spec = SamplingSpec(n=n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                            top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens,
-                            stop=tuple(cfg.rollout.stop), seed=seed * 131 + i)
-        refs.append((len(chunk), handle.generate.remote([p.token_ids for p in chunk], spec)))
-    generations, offset = [], 0
-    for count, ref in refs:
-        for g in ray.get(ref):
-            g.prompt_index += offset
-            generations.append(g)
-        offset += count
-    return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
-                           generations, tokenizer, policy_version=policy_version)
+    """`n` samples per prompt from the rollout engines (prompts split evenly over them); engine i
+    samples with seed `seed * 131 + i`, PPO's seeding, so a resumed run draws the same samples."""
+    r = cfg.rollout
+
+    def spec_for_engine(i: int) -> SamplingSpec:
+        return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                            max_new_tokens=r.max_new_tokens, stop=tuple(r.stop), seed=seed * 131 + i)
+
+    prompt_ids = [p.token_ids for p in prompts]
+    generations = generate_on_engines(engines.handles, prompt_ids, spec_for_engine)
+    return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts], generations, tokenizer,
+                           policy_version=policy_version)
 
 
-def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int) -> None:
-    """The policy's full weights (gathered from ZeRO-3 shards on rank 0) into every engine, in place."""
+def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int) -> int:
+    """The policy's full weights (gathered from ZeRO-3 shards on rank 0) into every engine, in place;
+    returns the bytes sent. The one weight-sync path of PPO and RLAIF."""
     blobs = ray.get(policy.call("weights_blob"))
     blob_ref = ray.put(blobs[0])
     ray.get(engines.call("load_weights", blob_ref, version))
+    return len(blobs[0])
 
 
 def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:
@@ -132,7 +126,8 @@ def reference_logps(reference: ActorGroup, batch: PreferenceBatch) -> tuple[torc
 class ModeRuntime:
     """Lifecycle and loop of one mode run; the mode passes its step and evaluation functions."""
 
-    def __init__(self, cfg: Config, trained_role: str, frozen_groups: dict[str, type]) -> None:
+    def __init__(self, cfg: Config, trained_role: str, frozen_groups: dict[str, tuple]) -> None:
+        """`frozen_groups`: name -> (actor class, extra constructor arguments after cfg and rank)."""
         self.cfg = cfg
         self.trained_role = trained_role
         self.frozen_groups = frozen_groups
@@ -151,8 +146,8 @@ class ModeRuntime:
     def start(self) -> None:
         self.placement = Placement(self.cfg.ray, self.group_names())
         self.groups[self.trained_role] = spawn_trainers(self.cfg, self.placement, self.trained_role)
-        for name, actor_cls in self.frozen_groups.items():
-            self.groups[name] = spawn_group(self.cfg, self.placement, name, actor_cls)
+        for name, (actor_cls, extra_args) in self.frozen_groups.items():
+            self.groups[name] = spawn_group(self.cfg, self.placement, name, actor_cls, *extra_args)
         with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
             json.dump({name: group.where() for name, group in self.groups.items()}, fh, indent=1)
 

@@ -1,18 +1,62 @@
 """One place that maps `reward.source` to a reward source."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 from rlhf.config import Config
 from rlhf.rewards.base import RewardSource
 
 
-def build_reward_source(cfg: Config) -> RewardSource:
-    if cfg.reward.source == "function":
-        from rlhf.rewards.function import FunctionReward
+def _function(cfg: Config) -> RewardSource:
+    from rlhf.rewards.function import FunctionReward
 
-        return FunctionReward(cfg.reward.function)
-    if cfg.reward.source == "model":
-        from rlhf.rewards.model import ModelReward
+    return FunctionReward(cfg.reward.function)
 
-        return ModelReward(cfg.model.reward_path, cfg.model.dtype, cfg.model.trust_remote_code,
-                           cfg.trainer.micro_batch_size)
-    raise ValueError(f"reward.source: unknown source {cfg.reward.source!r}")
+
+def _model(cfg: Config) -> RewardSource:
+    from rlhf.rewards.model import ModelReward
+
+    return ModelReward(cfg.model.reward_path, cfg.model.dtype, cfg.model.trust_remote_code,
+                       cfg.trainer.micro_batch_size)
+
+
+def _judge(cfg: Config) -> RewardSource:
+    from rlhf.rewards.judge import ApiJudge, LocalJudge
+    from rlhf.rewards.remote import RetryPolicy
+    from rlhf.rewards.rubric import load_rubric
+
+    judge = cfg.reward.judge
+    rubric = load_rubric(judge.rubric_path)
+    if judge.backend == "local":
+        return LocalJudge(judge.model_path, rubric, cfg.model.dtype, cfg.model.trust_remote_code,
+                          cfg.trainer.micro_batch_size)
+    return ApiJudge(judge.base_url, judge.model, rubric, RetryPolicy.from_config(cfg.reward.remote),
+                    judge.api_key_env, judge.max_tokens, cfg.reward.remote.concurrency)
+
+
+def _http(cfg: Config) -> RewardSource:
+    from rlhf.rewards.http import HttpReward
+    from rlhf.rewards.remote import RetryPolicy
+
+    return HttpReward(cfg.reward.http.url, RetryPolicy.from_config(cfg.reward.remote), cfg.reward.remote.batch_size,
+                      cfg.reward.http.api_key_env)
+
+
+BUILDERS: dict[str, Callable[[Config], RewardSource]] = {
+    "function": _function,
+    "model": _model,
+    "judge": _judge,
+    "http": _http,
+}
+
+
+def build_reward_source(cfg: Config, name: Optional[str] = None) -> RewardSource:
+    """The source `reward.source` names, or the single source `name` (e.g. "judge" for RLAIF)."""
+    name = name or cfg.reward.source
+    if name == "weighted":
+        from rlhf.rewards.weighted import WeightedReward
+
+        return WeightedReward({n: BUILDERS[n](cfg) for n in cfg.reward.weights}, cfg.reward.weights)
+    if name not in BUILDERS:
+        raise ValueError(f"reward.source: unknown source {name!r} (known: {', '.join(BUILDERS)}, weighted)")
+    return BUILDERS[name](cfg)

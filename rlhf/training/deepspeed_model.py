@@ -1,11 +1,16 @@
 """A model inside a DeepSpeed ZeRO engine: optimizer steps, full-weight gathering, checkpoints."""
 from __future__ import annotations
 
+import json
 import os
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
 from safetensors.torch import save as save_safetensors
+from safetensors.torch import save_file
+
+from rlhf.models.adapters import is_peft, merged_state_dict
 
 
 def deepspeed_config(
@@ -56,29 +61,26 @@ class DeepSpeedModel:
         self.engine.backward(loss)
         self.engine.step()
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every full parameter (gathered from ZeRO-3 shards). All ranks must call it together."""
-        module = self.engine.module
-        if self.zero_stage == 3:
-            import deepspeed
+    def _gathered(self):
+        """Under ZeRO-3, a context in which every parameter is whole on every rank."""
+        if self.zero_stage != 3:
+            return nullcontext()
+        import deepspeed
 
-            params = list(module.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
-        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a plain Hugging Face model would have: gathered from ZeRO-3 shards, LoRA
+        adapters merged in. All ranks must call it together."""
+        module = self.engine.module
+        with self._gathered():
+            if is_peft(module):
+                return merged_state_dict(module)
+            return {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
 
     def full_state_bytes(self) -> bytes:
         """The full weights as safetensors bytes: what rollout engines load."""
-        state = self.full_state_dict()
-        # safetensors refuses tensors that share memory (tied embeddings): keep one name per storage.
-        seen, unique = set(), {}
-        for name, tensor in state.items():
-            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-            if key in seen:
-                continue
-            seen.add(key)
-            unique[name] = tensor.contiguous()
-        return save_safetensors(unique)
+        return save_safetensors(unique_tensors(self.full_state_dict()))
 
     def save_checkpoint(self, folder: str) -> None:
         """Model and optimizer state of this rank (all ranks call it)."""
@@ -90,13 +92,43 @@ class DeepSpeedModel:
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {folder}/engine")
 
-    def save_pretrained(self, folder: str, tokenizer=None, rank: int = 0) -> Optional[str]:
-        """The full model in Hugging Face format (rank 0 writes; every rank must call it under ZeRO-3)."""
-        state = self.full_state_dict()
+    def save_pretrained(self, folder: str, tokenizer=None, rank: int = 0, save_merged: bool = False) -> Optional[str]:
+        """The model in Hugging Face format; with LoRA the adapters in PEFT format, and on request
+        the merged model under `folder/merged`. Rank 0 writes; under ZeRO-3 every rank must call."""
+        module = self.engine.module
+        with self._gathered():
+            full = {k: v.detach().clone().cpu() for k, v in module.state_dict().items()}
+            merged = merged_state_dict(module) if is_peft(module) and save_merged else None
         if rank != 0:
             return None
         os.makedirs(folder, exist_ok=True)
-        self.engine.module.save_pretrained(folder, state_dict=state)
+        module.save_pretrained(folder, state_dict=full)
+        if merged is not None:
+            save_plain_model(module.get_base_model().config, merged, os.path.join(folder, "merged"), tokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         return folder
+
+
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): keep one name per storage."""
+    seen, unique = set(), {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        unique[name] = tensor.contiguous()
+    return unique
+
+
+def save_plain_model(config, state: dict[str, torch.Tensor], folder: str, tokenizer=None) -> None:
+    """A Hugging Face model folder from a state dict; a quantized base's config loses its quantization."""
+    os.makedirs(folder, exist_ok=True)
+    plain = config.to_dict()
+    plain.pop("quantization_config", None)
+    with open(os.path.join(folder, "config.json"), "w") as fh:
+        json.dump(plain, fh, indent=2)
+    save_file(unique_tensors(state), os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)

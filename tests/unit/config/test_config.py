@@ -74,6 +74,43 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load(bad)
 
 
+def test_tensor_parallel_rollout_needs_vllm_and_matching_gpus():
+    with pytest.raises(ConfigError, match="rollout.tensor_parallel_size: > 1 needs rollout.engine=vllm"):
+        load(None, BASE + ["rollout.tensor_parallel_size=2"]).validate()
+    with pytest.raises(ConfigError, match="ray.rollout.num_gpus: must equal"):
+        load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"]).validate()
+    load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2", "ray.rollout.num_gpus=2"]).validate()
+
+
+def test_bad_rollout_engine_names_the_key():
+    with pytest.raises(ConfigError, match="rollout.engine: must be one of auto, vllm, builtin"):
+        load(None, BASE + ["rollout.engine=sglang"])
+
+def test_reward_sources_switch_by_one_key_and_are_checked():
+    judge = load(None, BASE + ["reward.source=judge", "reward.judge.model_path=/judge"])
+    assert judge.reward.sources == ["judge"] and judge.reward.judge.backend == "local"
+    mixed = load(None, BASE + ["reward.source=weighted", "reward.weights={function: 1.0, judge: 0.5}",
+                               "reward.judge.model_path=/judge"])
+    assert mixed.reward.weights == {"function": 1.0, "judge": 0.5} and mixed.reward.sources == ["function", "judge"]
+    for overrides, key in [
+        (["reward.source=http"], "reward.http.url: must be an http(s):// URL"),
+        (["reward.source=judge"], "reward.judge.model_path: is required"),
+        (["reward.source=judge", "reward.judge.backend=openai"], "reward.judge.base_url: must be"),
+        (["reward.source=judge", "reward.judge.backend=openai", "reward.judge.base_url=http://x/v1"],
+         "reward.judge.model: is required"),
+        (["reward.source=judge", "reward.judge.model_path=/j", "reward.judge.rubric_path=/no/such.yaml"],
+         "reward.judge.rubric_path: '/no/such.yaml' is not a file"),
+        (["reward.source=weighted"], "reward.weights: must name at least one source"),
+        (["reward.weights={function: 1}"], "reward.weights: is only used when reward.source is weighted"),
+        (["reward.source=weighted", "reward.weights={judgee: 1}"], "reward.weights.judgee: must be one of"),
+        (["reward.source=weighted", "reward.weights={model: 1}"], "model.reward_path: is required"),
+        (["reward.remote.max_retries=-1"], "reward.remote.max_retries: must be >= 0"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load(None, BASE + overrides)
+        assert str(err.value).startswith(key), (overrides, str(err.value))
+
+
 @pytest.mark.parametrize(
     "overrides, key",
     [
@@ -92,6 +129,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
          "trainer.micro_batch_size: mini_batch_size (16) must be a multiple of ray.reward.replicas"),
         (["algorithm.name=rlaif", "rollout.samples_per_prompt=1"], "rollout.samples_per_prompt: must be >= 2 for rlaif"),
         (["algorithm.name=rlaif", "reward.source=model"], "model.reward_path: is required"),
+        (["algorithm.name=rlaif", "rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size: > 1 needs"),
         (["algorithm.name=sft", "trainer.eval_steps=-1"], "trainer.eval_steps: must be >= 0"),
     ],
 )

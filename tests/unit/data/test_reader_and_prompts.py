@@ -18,7 +18,8 @@ def _file(tmp_path, content: bytes, name="d.jsonl"):
     "content, message",
     [
         (b'{"prompt": "a"}\n{"prompt": \n', ":2: broken JSON"),
-        (b'{"prompt": "a"}\n{"other": "b"}\n', ":2: \"missing field 'prompt'"),
+        (b'{"prompt": "a"}\n{"other": "b"}\n', ":2: missing field 'prompt'"),
+        (b'{"prompt": "a"}\n{"prompt": null}\n', ":2: missing field 'prompt'"),
         (b'{"prompt": 3}\n', ":1: field 'prompt' must be a string"),
         (b'{"prompt": "  "}\n', ":1: field 'prompt' is empty"),
         (b'{"prompt": "\xff"}\n', ":1: not valid UTF-8"),
@@ -41,8 +42,10 @@ def test_skip_mode_counts_and_keeps_good_rows(tmp_path):
 
 
 def test_empty_file_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="no usable rows"):
+    with pytest.raises(DataError, match="empty"):
         read_rows(_file(tmp_path, b""), _parse)
+    with pytest.raises(DataError, match="no usable rows \\(2 bad rows skipped\\)"):
+        read_rows(_file(tmp_path, b'{"x": 1}\n{"prompt": ""}\n'), _parse, on_bad_row="skip")
 
 
 def test_sampler_epochs_and_resume():
