@@ -101,9 +101,9 @@ class _Counts:
     def __init__(self, report: ReadReport) -> None:
         self.report, self.dropped, self.truncated = report, 0, 0
 
-    def as_dict(self, kept: int) -> dict[str, int]:
-        return {"rows": kept, "skipped_bad": self.report.skipped, "dropped_oversize": self.dropped,
-                "truncated": self.truncated}
+    def as_dict(self, kept: int) -> dict:
+        return {"rows": kept, "skipped_bad": self.report.skipped, "first_bad": self.report.first_bad,
+                "dropped_oversize": self.dropped, "truncated": self.truncated}
 
 
 def _keep(path: str, number: int, build, data: DataConfig, counts: _Counts):
@@ -210,6 +210,14 @@ def load_preference_examples(path: str, tokenizer, data: DataConfig) -> tuple[li
         if example is not None:
             examples.append(example)
     return _finish(path, examples, counts)
+
+
+def check_context(data: DataConfig, context_limit: Optional[int]) -> None:
+    """An example of max_prompt_tokens + max_response_tokens must fit the model's positions."""
+    total = data.max_prompt_tokens + data.max_response_tokens
+    if context_limit is not None and total > context_limit:
+        raise DataError(f"data.max_prompt_tokens + data.max_response_tokens = {total} is over the model's context "
+                        f"of {context_limit} tokens (max_position_embeddings); lower one of them")
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -20,9 +20,9 @@ import torch
 from actors.frozen import ReferenceActor
 from rlhf.config import Config
 from rlhf.data.batching import collate_preferences, padded_preference_batch
-from rlhf.data.examples import PreferenceExample, load_preference_examples, train_and_eval
+from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import load_tokenizer
+from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, reference_logps, train_on
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,15 @@ class DPODriver:
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
             ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
         self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("dpo: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.uses_reference = cfg.algorithm.dpo.uses_reference
         # The sampler walks pair indices, so each pair's stored reference log-probs come along.
         self.sampler = PromptSampler(list(range(len(self.train_pairs))), cfg.trainer.seed, cfg.data.shuffle)
-        self.runtime = ModeRuntime(cfg, "policy", {"reference": (ReferenceActor, ())} if self.uses_reference else {})
+        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference else {}
+        self.runtime = ModeRuntime(cfg, "policy", frozen, self.data_counts)
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.eval_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._resume = False

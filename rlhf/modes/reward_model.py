@@ -11,9 +11,9 @@ import logging
 
 from rlhf.config import Config
 from rlhf.data.batching import collate_preferences, padded_preference_batch
-from rlhf.data.examples import load_preference_examples, train_and_eval
+from rlhf.data.examples import check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import load_tokenizer
+from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,12 @@ class RewardModelDriver:
         self.tokenizer = load_tokenizer(start, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
             ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, start)
+        check_context(cfg.data, context_limit(start, cfg.model.trust_remote_code))
         self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("rm: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.sampler = PromptSampler(self.train_pairs, cfg.trainer.seed, cfg.data.shuffle)
-        self.runtime = ModeRuntime(cfg, "reward", {})
+        self.runtime = ModeRuntime(cfg, "reward", {}, self.data_counts)
         self._resume = False
 
     def group_names(self) -> list[str]:

@@ -77,7 +77,8 @@ class RLAIFDriver:
         logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
         frozen = {"reference": (ReferenceActor, ())} if self.uses_reference else {}
         self.runtime = ModeRuntime(cfg, "policy", {**frozen, "reward": (RewardActor, ()),
-                                                   "rollout": (RolloutActor, (self.engine.name, False))})
+                                                   "rollout": (RolloutActor, (self.engine.name, False))},
+                                   self.data_counts)
         self.baseline_scores: Optional[list[float]] = None
         """The starting policy's held-out scores, the other side of every win-rate."""
         self._resume = False

@@ -126,8 +126,9 @@ def reference_logps(reference: ActorGroup, batch: PreferenceBatch) -> tuple[torc
 class ModeRuntime:
     """Lifecycle and loop of one mode run; the mode passes its step and evaluation functions."""
 
-    def __init__(self, cfg: Config, trained_role: str, frozen_groups: dict[str, tuple]) -> None:
-        """`frozen_groups`: name -> (actor class, extra constructor arguments after cfg and rank)."""
+    def __init__(self, cfg: Config, trained_role: str, frozen_groups: dict[str, tuple], data_report: dict) -> None:
+        """`frozen_groups`: name -> (actor class, extra constructor arguments after cfg and rank);
+        `data_report`: what reading the data kept, skipped and dropped (written to data_report.json)."""
         self.cfg = cfg
         self.trained_role = trained_role
         self.frozen_groups = frozen_groups
@@ -139,6 +140,10 @@ class ModeRuntime:
         self.history: list[dict] = []
         self.start_metrics: dict = {}
         """The held-out metrics of the starting model (step 0 of metrics.jsonl)."""
+        logger.info("data: %s", data_report)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "data_report.json"), "w") as fh:
+            json.dump({"train_path": cfg.data.train_path, "eval_path": cfg.data.eval_path, **data_report}, fh, indent=1)
 
     def group_names(self) -> list[str]:
         return [self.trained_role, *self.frozen_groups]

@@ -11,9 +11,9 @@ import random
 
 from rlhf.config import Config
 from rlhf.data.batching import collate_sft, pack_examples, pad_sft_rows
-from rlhf.data.examples import SFTExample, load_sft_examples, train_and_eval
+from rlhf.data.examples import SFTExample, check_context, load_sft_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import load_tokenizer
+from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class SFTDriver:
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if data.apply_chat_template:
             ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
         train, held_out, self.data_counts = train_and_eval(
             lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
         self.train_rows = self._rows(train, shuffle_seed=cfg.trainer.seed)
@@ -34,7 +35,7 @@ class SFTDriver:
                     len(self.eval_rows or []))
         # The sampler walks rows in reshuffled epochs; its position is checkpointed.
         self.sampler = PromptSampler(self.train_rows, cfg.trainer.seed, data.shuffle)
-        self.runtime = ModeRuntime(cfg, "policy", {})
+        self.runtime = ModeRuntime(cfg, "policy", {}, self.data_counts)
         self._resume = False
 
     def _rows(self, examples: list[SFTExample], shuffle_seed=None) -> list[list[SFTExample]]:

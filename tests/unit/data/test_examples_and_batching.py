@@ -6,7 +6,7 @@ import torch
 from rlhf.config import DataConfig
 from rlhf.data.batching import (collate_preferences, collate_sft, pack_examples, pad_pairs, pad_sft_rows,
                                 padded_preference_batch, sft_attention_mask)
-from rlhf.data.examples import (SFTExample, encode_chat, fit_length, holdout_split, labelled_example,
+from rlhf.data.examples import (SFTExample, check_context, encode_chat, fit_length, holdout_split, labelled_example,
                                 load_preference_examples, load_sft_examples, train_and_eval, OversizeError)
 from rlhf.data.reader import DataError
 from rlhf.losses.sft import IGNORE_INDEX as X
@@ -167,3 +167,10 @@ def test_collate_preferences_shares_widths_and_pads_with_zero_weight():
     full = padded_preference_batch(pairs, 4, 0, torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -4.0]))
     assert len(full) == 4 and full.weight() == 2 and full.ref_chosen_logps.tolist() == [-1, -2, -1, -1]
     assert [len(s) for s in full.split(2)] == [2, 2]
+
+
+def test_prompt_and_response_limits_must_fit_the_model_context():
+    check_context(DataConfig(max_prompt_tokens=48, max_response_tokens=16), 64)
+    check_context(DataConfig(max_prompt_tokens=480, max_response_tokens=16), None)  # unknown: not checked
+    with pytest.raises(DataError, match=r"data.max_prompt_tokens \+ data.max_response_tokens = 65 is over .* 64"):
+        check_context(DataConfig(max_prompt_tokens=49, max_response_tokens=16), 64)
