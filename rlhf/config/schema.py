@@ -446,6 +446,12 @@ class Config:
         if mode in ("ppo", "rlaif"):  # the modes that generate and score
             self._validate_reward_sources()
             self._validate_rollout()
+        if self.model.lora.rank > 0 and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
+            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
+                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
+                   "set model.lora.fold_reference=false to use another reference model")
+        _check(mode != "rm" or self.model.lora.rank == 0, "model.lora.rank",
+               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)")
         if mode == "ppo":
             _check(not (self.data.eval_path or self.data.eval_fraction), "data.eval_path",
                    "a held-out split is used by sft, rm, dpo and rlaif; ppo does not read one yet")
@@ -484,10 +490,6 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
-        if self.model.lora.rank > 0 and self.model.lora.fold_reference:
-            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
-                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
-                   "set model.lora.fold_reference=false to use another reference model")
         if self.algorithm.advantage in ("grpo", "rloo"):
             _check(
                 self.rollout.samples_per_prompt >= 2,

@@ -3,7 +3,8 @@
 Two groups: the policy (trained, DeepSpeed) and the reference (frozen). The reference's summed
 log-probs of every training and held-out pair are computed once at start-up and stored with the
 pairs; the reference group is then released, its CPUs idle for the rest of the run. With
-`algorithm.dpo.loss_type: simpo` no reference group starts at all.
+`algorithm.dpo.loss_type: simpo` no reference group starts at all, nor with LoRA (`model.lora.rank`)
+and `model.lora.fold_reference`, where the reference is the policy with its adapters disabled.
 Metrics: `dpo/loss`, `rewards/chosen`, `rewards/rejected`, `rewards/accuracy`, `rewards/margin`
 (implicit rewards β·(log π − log π_ref)); the same under `eval/` on the held-out pairs.
 
@@ -23,7 +24,7 @@ from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, reference_logps, train_on
+from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, reference_is_folded, reference_logps, train_on
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,10 @@ class DPODriver:
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("dpo: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.uses_reference = cfg.algorithm.dpo.uses_reference
+        self.reference_folded = reference_is_folded(cfg)
         # The sampler walks pair indices, so each pair's stored reference log-probs come along.
         self.sampler = PromptSampler(list(range(len(self.train_pairs))), cfg.trainer.seed, cfg.data.shuffle)
-        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference else {}
+        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded else {}
         self.runtime = ModeRuntime(cfg, "policy", frozen, self.data_counts)
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.eval_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -62,10 +64,12 @@ class DPODriver:
             self.runtime.release("reference")
 
     def _precompute(self, pairs: list[PreferenceExample]) -> tuple[torch.Tensor, torch.Tensor]:
+        group, method = ((self.runtime.groups["policy"], "forward_reference") if self.reference_folded
+                         else (self.runtime.groups["reference"], "forward"))
         chosen, rejected = [], []
         for start in range(0, len(pairs), PRECOMPUTE_CHUNK):
             batch = collate_preferences(pairs[start:start + PRECOMPUTE_CHUNK], self.tokenizer.pad_token_id)
-            c, r = reference_logps(self.runtime.groups["reference"], batch)
+            c, r = reference_logps(group, batch, method)
             chosen.append(c)
             rejected.append(r)
         return torch.cat(chosen), torch.cat(rejected)

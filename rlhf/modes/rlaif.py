@@ -1,6 +1,7 @@
 """RLAIF as online DPO: the policy's own samples, ranked by AI feedback, become DPO pairs.
 
-Groups: policy (trained), reference (frozen start policy; none for simpo), reward (whatever
+Groups: policy (trained), reference (frozen start policy; none for simpo, nor with LoRA and
+`model.lora.fold_reference`: the policy with adapters disabled), reward (whatever
 `reward.source` names: an AI judge, a reward model, a function) and rollout (engines that get
 the policy's weights after every update, through PPO's push path).
 
@@ -32,8 +33,8 @@ from rlhf.data.batching import padded_preference_batch
 from rlhf.data.examples import PreferenceExample, train_and_eval
 from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import (ModeRuntime, generate_rollout, padded_size, push_policy_weights, reference_logps,
-                                score_rollout, train_on)
+from rlhf.modes.runtime import (ModeRuntime, generate_rollout, padded_size, push_policy_weights, reference_is_folded,
+                                reference_logps, score_rollout, train_on)
 from rlhf.pairs import best_worst_pairs, win_rate
 from rlhf.records import RolloutBatch
 from rlhf.rollout.select import choose_engine
@@ -75,7 +76,8 @@ class RLAIFDriver:
         self.uses_reference = cfg.algorithm.dpo.uses_reference
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
-        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference else {}
+        self.reference_folded = reference_is_folded(cfg)
+        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded else {}
         self.runtime = ModeRuntime(cfg, "policy", {**frozen, "reward": (RewardActor, ()),
                                                    "rollout": (RolloutActor, (self.engine.name, False))},
                                    self.data_counts)
@@ -129,7 +131,10 @@ class RLAIFDriver:
             # 4. DPO steps on the fresh pairs (padded to whole mini-batches; padding weighs 0).
             size = padded_size(len(pairs), 1, cfg.trainer.mini_batch_size)
             batch = padded_preference_batch(pairs, size, self.tokenizer.pad_token_id)
-            if self.uses_reference:
+            if self.reference_folded:  # the policy with its adapters disabled is the starting policy
+                batch.ref_chosen_logps, batch.ref_rejected_logps = reference_logps(groups["policy"], batch,
+                                                                                   "forward_reference")
+            elif self.uses_reference:
                 batch.ref_chosen_logps, batch.ref_rejected_logps = reference_logps(groups["reference"], batch)
             mini = cfg.trainer.mini_batch_size
             train_metrics = train_on(groups["policy"], [batch.select(slice(i, i + mini)) for i in range(0, size, mini)])

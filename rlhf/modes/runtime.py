@@ -68,6 +68,11 @@ def evaluate_on(group: ActorGroup, batch) -> dict[str, float]:
     return {f"eval/{k}": v for k, v in TrainStats.merge(stats).items()}
 
 
+def reference_is_folded(cfg: Config) -> bool:
+    """DPO/RLAIF with LoRA: the reference is the policy with its adapters disabled, no reference group."""
+    return cfg.algorithm.dpo.uses_reference and cfg.model.lora.rank > 0 and cfg.model.lora.fold_reference
+
+
 def padded_size(n: int, replicas: int, micro_batch_size: int) -> int:
     """n rounded up to a multiple of replicas * micro_batch_size (equal micro-batch counts per replica)."""
     unit = replicas * micro_batch_size
@@ -109,16 +114,18 @@ def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:
     return torch.cat(ray.get(refs)).float()
 
 
-def reference_logps(reference: ActorGroup, batch: PreferenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_logps(reference: ActorGroup, batch: PreferenceBatch,
+                    method: str = "forward") -> tuple[torch.Tensor, torch.Tensor]:
     """Summed reference log-probs of the chosen and the rejected responses, [B] each.
 
-    Both blocks go out together, rows split over the reference replicas.
+    Both blocks go out together, rows split over the replicas of `reference`: the reference group
+    (`forward`), or the policy group with its LoRA adapters disabled (`forward_reference`).
     """
     sequences = torch.cat([batch.chosen, batch.rejected])
     attention_mask = torch.cat([batch.chosen_attention_mask, batch.rejected_attention_mask])
     response_mask = torch.cat([batch.chosen_response_mask, batch.rejected_response_mask])
     parts = zip(torch.tensor_split(sequences, len(reference)), torch.tensor_split(attention_mask, len(reference)))
-    refs = reference.call_each("forward", [(s, a, batch.prompt_len) for s, a in parts if len(s)])
+    refs = reference.call_each(method, [(s, a, batch.prompt_len) for s, a in parts if len(s)])
     logps = masked_sum(torch.cat(ray.get(refs)), response_mask, dim=-1)
     return logps[:len(batch)], logps[len(batch):]
 

@@ -114,6 +114,17 @@ def test_simpo_runs_without_a_reference_group(tiny_assets, ray_session, tmp_path
     assert rows[-1]["eval/rewards/margin"] > rows[0]["eval/rewards/margin"] + 0.5, (rows[0], rows[-1])
 
 
+def test_dpo_with_lora_folds_the_reference_into_the_policy(tiny_assets, ray_session, tmp_path):
+    cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
+                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=15", "model.lora.rank=8",
+                      "trainer.learning_rate=0.01", "ray.policy.replicas=1")
+    _, rows = run(cfg)
+    # The reference log-probs came from the policy with its adapters disabled: no reference group.
+    assert _placed_groups(cfg) == {"policy"}
+    assert rows[0]["eval/rewards/accuracy"] == 0.0  # adapters start at zero: policy == reference
+    assert rows[-1]["eval/rewards/accuracy"] >= 0.7 and rows[-1]["eval/rewards/margin"] > 0.1, rows[-1]
+
+
 def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_session, tmp_path):
     # AI feedback from the tiny judge LM and the packaged rubric; the win-rate is the judge's verdict.
     cfg = mode_config("rlaif", tiny_assets, tmp_path, "data.train_path=DATA/task_train.jsonl",

@@ -131,6 +131,9 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         (["algorithm.name=rlaif", "reward.source=model"], "model.reward_path: is required"),
         (["algorithm.name=rlaif", "rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size: > 1 needs"),
         (["algorithm.name=sft", "trainer.eval_steps=-1"], "trainer.eval_steps: must be >= 0"),
+        (["algorithm.name=rm", "model.lora.rank=8"], "model.lora.rank: must be 0 for rm"),
+        (["algorithm.name=dpo", "model.lora.rank=8", "model.reference_path=/other"],
+         "model.reference_path: must be unset with model.lora.fold_reference"),
     ],
 )
 def test_mode_rules_name_the_key(overrides, key):
