@@ -36,10 +36,10 @@ class TrainingActor:
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, master_addr: str, master_port: int, collective_timeout_s: float = 300.0) -> None:
+    def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine; all replicas call it concurrently."""
         cfg = self.cfg
-        init_process_group(self.rank, self.world_size, master_addr, master_port, collective_timeout_s)
+        init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s)
         # Same seed on every rank: a fresh critic head must start identical everywhere.
         torch.manual_seed(cfg.trainer.seed)
         lora = cfg.model.lora
@@ -116,18 +116,22 @@ class TrainingActor:
         module.train()
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
-        count = 0
+        count = skipped = 0
         for mini_batch in mini_batches:
             for s in in_micro_batches(len(mini_batch), self.cfg.trainer.micro_batch_size):
                 micro = mini_batch.select(s)
                 loss, metrics = self.objective(module, micro)
-                self.model.backward_step(loss)
+                applied = self.model.backward_step(loss)
+                skipped += applied is False
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
                 count += 1
         # Per-key counts: a padding-only micro-batch reports no metrics and must not dilute the means.
-        return TrainStats({k: v / counts[k] for k, v in totals.items()}, count)
+        means = {k: v / counts[k] for k, v in totals.items()}
+        # Same on every rank (the skip decision is all-reduced), so the merged mean is the count.
+        means[f"{self.role}/skipped_optimizer_steps"] = float(skipped)
+        return TrainStats(means, count)
 
     @torch.no_grad()
     def evaluate(self, batch) -> TrainStats:

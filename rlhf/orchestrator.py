@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -22,16 +23,17 @@ import torch
 from actors.frozen import ReferenceActor, RewardActor
 from actors.groups import ActorGroup, Placement
 from actors.rollout import RolloutActor
+from actors.supervisor import Supervisor, get_fail_fast
 from actors.trainer import TrainingActor
 from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
 from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
+from rlhf.faults import RESTARTABLE_ROLES, BadStepCounter, nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import push_policy_weights
 from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 def _cat_split(refs: list) -> torch.Tensor:
-    return torch.cat(ray.get(refs))
+    return torch.cat(get_fail_fast(refs))
 
 
 class PPOOrchestrator:
@@ -76,6 +78,12 @@ class PPOOrchestrator:
         self.placement: Optional[Placement] = None
         self.groups: dict[str, ActorGroup] = {}
         self.memory_report: dict = {}
+        self.supervisor = Supervisor(self.groups, cfg.ray.step_retries, cfg.ray.placement_timeout_s)
+        self.bad_steps = BadStepCounter(cfg.trainer.max_bad_steps)
+        self.weights_version = 0  # the policy step whose weights the rollout engines hold
+        self.last_checkpoint: Optional[str] = None
+        self.stop_requested = False  # set by SIGTERM (`ray job stop`) / Ctrl-C: checkpoint, then end
+        self.stopped = False
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -101,15 +109,24 @@ class PPOOrchestrator:
             self.groups["reference"] = self._spawn("reference", ReferenceActor)
         self.groups["reward"] = self._spawn("reward", RewardActor)
         self.groups["rollout"] = self._spawn("rollout", RolloutActor, self.engine.name, self.sleep_engines)
-        placement_log = {name: group.where() for name, group in self.groups.items()}
-        with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
-            json.dump(placement_log, fh, indent=1)
-        for name, where in placement_log.items():
-            logger.info("group %s: %d replica(s) on nodes %s", name, len(where),
-                        [w["node_id"][:8] for w in where])
+        self.write_placement()
         self._log_group_memory()
         if resume or cfg.trainer.resume == "auto":
             self._restore_latest()
+        if self.weights_version == 0 and cfg.model.quantization != "none":
+            # The engines loaded the full-precision base; the policy computes with its 4-bit copy.
+            self.push_weights(version=0)
+
+    def write_placement(self) -> None:
+        """Where every actor runs (node id, address, pid, resources): placement.json and the log."""
+        placement_log = {name: group.where() for name, group in self.groups.items()}
+        with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
+            json.dump(placement_log, fh, indent=1)
+        self.supervisor.record(placement_log)
+        for name, where in placement_log.items():
+            for rank, w in enumerate(where):
+                logger.info("placement: %s[%d] on node %s (%s) pid %d resources %s", name, rank, w["node_id"][:12],
+                            w["node_ip"], w["pid"], w["resources"])
 
     def _log_group_memory(self) -> None:
         report = ray.get(self.groups["policy"].handles[0].memory_report.remote())
@@ -125,7 +142,10 @@ class PPOOrchestrator:
 
     def _spawn(self, name: str, actor_cls, *extra_args) -> ActorGroup:
         replicas = getattr(self.cfg.ray, name).replicas
-        handles = [actor_cls.options(**self.placement.options(name, r)).remote(self.cfg, r, *extra_args)
+        # Stateless roles come back after a crash (constructor rerun); the driver retries the phase.
+        restarts = self.cfg.ray.max_restarts if name in RESTARTABLE_ROLES else 0
+        handles = [actor_cls.options(max_restarts=restarts, **self.placement.options(name, r)).remote(
+                       self.cfg, r, *extra_args)
                    for r in range(replicas)]
         return ActorGroup(name, handles)
 
@@ -134,14 +154,14 @@ class PPOOrchestrator:
         handles = [TrainingActor.options(**self.placement.options(role, r)).remote(role, self.cfg, r, world)
                    for r in range(world)]
         addr, port = ray.get(handles[0].master_address.remote())
-        ray.get([h.setup.remote(addr, port) for h in handles])
+        get_fail_fast([h.setup.remote(addr, port) for h in handles])
         return ActorGroup(role, handles)
 
     def shutdown(self) -> None:
         for name in ("rollout", "reward", "reference", "critic", "policy"):
             for handle in self.groups.get(name, ActorGroup(name, [])).handles:
                 ray.kill(handle, no_restart=True)
-        self.groups = {}
+        self.groups.clear()
         if self.placement is not None:
             self.placement.remove()
             self.placement = None
@@ -160,11 +180,15 @@ class PPOOrchestrator:
                 metrics_log.log_samples(self.step, *samples)
                 self.history.append(metrics)
                 if (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or self.step == cfg.trainer.steps:
-                    self.save_checkpoint()
+                    self._phase("checkpoint", self.save_checkpoint)
+                if self.stop_requested:
+                    self._stop_with_checkpoint()
+                    break
             final_dir = None
-            if cfg.trainer.save_hf_model:
+            if cfg.trainer.save_hf_model and not self.stopped:
                 final_dir = os.path.join(self.output_dir, "final")
-                ray.get(self.groups["policy"].call("save_pretrained", final_dir))
+                self._phase("save_pretrained", lambda: get_fail_fast(self.groups["policy"].call("save_pretrained",
+                                                                                               final_dir)))
         finally:
             metrics_log.close()
         return self._summary(time.perf_counter() - started, final_dir)
@@ -176,12 +200,13 @@ class PPOOrchestrator:
         prompts = self.sampler.next_batch(cfg.trainer.prompts_per_step)
         # 2. Generate with the rollout engines.
         with self._timed(timings, "generate"):
-            rollout = self.generate(prompts, step)
+            rollout = self._phase("generate", lambda: self.generate(prompts, step), stateful=("rollout",))
             if self.sleep_engines:
-                ray.get(self.groups["rollout"].call("sleep"))
+                get_fail_fast(self.groups["rollout"].call("sleep"))
         # 3. Experience: old log-probs, reference log-probs, values and scores, all in parallel.
         with self._timed(timings, "experience"):
-            logprobs, ref_logprobs, values, scores = self.make_experience(rollout)
+            logprobs, ref_logprobs, values, scores = self._phase(
+                "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
         # 4. KL-shaped rewards and advantages.
         kl_coef = self.kl_ctl.value
         targets = compute_targets(
@@ -193,20 +218,35 @@ class PPOOrchestrator:
         mask = rollout.response_mask * targets.valid.unsqueeze(1)
         experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
                                 targets.returns, values, rollout.prompt_len)
-        # 5. PPO epochs over mini-batches on policy and critic (skipped when no sample is usable).
+        # 5. PPO epochs over mini-batches on policy and critic, skipped when no sample is usable or
+        #    a target is NaN/inf (never written into the weights; counted, and too many stop the run).
+        bad = nonfinite_names({"advantages": targets.advantages, "returns": targets.returns}, mask)
+        if not bool(targets.valid.any()):
+            bad.append("rewards (whole batch)")
         with self._timed(timings, "train"):
-            train_metrics = self.update(experience, step) if bool(targets.valid.any()) else {}
+            usable = bool(targets.valid.any()) and not bad
+            train_metrics = self._phase("train", lambda: self.update(experience, step)) if usable else {}
+        bad += [k for k, v in train_metrics.items() if k.endswith("/skipped_optimizer_steps") and v > 0]
+        bad += [k for k in ("policy/loss", "critic/loss") if k in train_metrics and not math.isfinite(train_metrics[k])]
         # 6. Push the new policy weights into the rollout engines.
         with self._timed(timings, "weight_sync"):
             if train_metrics:
-                train_metrics["weight_sync/megabytes"] = self.push_weights(version=step) / 2**20
-        # 7. Steer the KL coefficient with the KL measured on this batch.
+                megabytes = self._phase("weight_sync", lambda: self.push_weights(version=step)) / 2**20
+                train_metrics["weight_sync/megabytes"] = megabytes
+        # 7. Steer the KL coefficient with the KL measured on this batch (a non-finite KL is not news).
         current_kl = float(sequence_kl(targets.kl, mask))
-        self.kl_ctl.update(current_kl, n_steps=len(rollout))
+        if math.isfinite(current_kl):
+            self.kl_ctl.update(current_kl, n_steps=len(rollout))
+        else:
+            bad.append("kl")
+        self.bad_steps.update(step, bad, self.last_checkpoint)
         # 8. Metrics.
         timings["step"] = time.perf_counter() - step_start
         metrics = self._step_metrics(rollout, scores, targets, mask, logprobs, current_kl, kl_coef,
                                      train_metrics, timings)
+        metrics["train/nonfinite_skipped"] = 1 if bad else 0
+        metrics["train/nonfinite_steps_total"] = self.bad_steps.total
+        metrics["faults/actor_restarts"] = self.supervisor.restarts
         n = cfg.logging.sample_completions
         samples = (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist())
         return metrics, samples
@@ -222,7 +262,8 @@ class PPOOrchestrator:
                                 seed=(self.cfg.trainer.seed * 1_000_003 + step) * 131 + i)
 
         prompt_ids = [p.token_ids for p in prompts]
-        generations = generate_on_engines(self.groups["rollout"].handles, prompt_ids, spec_for_engine)
+        generations = generate_on_engines(self.groups["rollout"].handles, prompt_ids, spec_for_engine,
+                                          fetch=get_fail_fast)
         return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts],
                                generations, self.tokenizer, policy_version=step - 1)
 
@@ -265,14 +306,40 @@ class PPOOrchestrator:
                         plan[replica].append(shard)
         refs = {role: self.groups[role].call_each("train", [(shards,) for shards in plan])
                 for role, plan in plans.items()}
+        stats = iter(get_fail_fast([r for role_refs in refs.values() for r in role_refs]))
         metrics = {}
         for role, role_refs in refs.items():
-            metrics.update(TrainStats.merge(ray.get(role_refs)))
+            metrics.update(TrainStats.merge([next(stats) for _ in role_refs]))
         return metrics
 
     def push_weights(self, version: int) -> int:
         """Gather the policy (from ZeRO-3 shards if need be) and load it into every engine; returns bytes sent."""
-        return push_policy_weights(self.groups["policy"], self.groups["rollout"], version)
+        blobs = get_fail_fast(self.groups["policy"].call("weights_blob"))
+        blob_ref = ray.put(blobs[0])
+        get_fail_fast(self.groups["rollout"].call("load_weights", blob_ref, version))
+        self.weights_version = version
+        return len(blobs[0])
+
+    # ---------------------------------------------------------------- faults
+    def _phase(self, name: str, fn, stateful: tuple[str, ...] = ()):
+        return self.supervisor.run_phase(name, fn, self._after_restart, lambda: self.last_checkpoint, stateful)
+
+    def _after_restart(self, role: str) -> None:
+        """A restarted actor reran its constructor: engines hold the base weights again."""
+        if role == "rollout" and self.weights_version:
+            self.push_weights(self.weights_version)
+        self.write_placement()
+
+    def request_stop(self) -> None:
+        """Called from a signal handler: finish the running step, checkpoint, end the run."""
+        self.stop_requested = True
+
+    def _stop_with_checkpoint(self) -> None:
+        if self.last_checkpoint is None or not self.last_checkpoint.endswith(f"step_{self.step}"):
+            self._phase("checkpoint", self.save_checkpoint)
+        self.stopped = True
+        logger.warning("stop requested: ended after step %d with checkpoint %s; resubmit with --resume to continue",
+                       self.step, self.last_checkpoint)
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> str:
@@ -281,17 +348,19 @@ class PPOOrchestrator:
         for role in ("policy", "critic"):
             if role in self.groups:
                 refs += self.groups[role].call("save_checkpoint", os.path.join(staging, role))
-        ray.get(refs)
+        get_fail_fast(refs)
         state = {
             "step": self.step,
             "kl_controller": self.kl_ctl.state_dict(),
             "sampler": self.sampler.state_dict(),
             "python_rng": repr(random.getstate()),
             "torch_rng": torch.get_rng_state().tolist(),
+            "bad_steps": self.bad_steps.state_dict(),
         }
         with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
             json.dump(state, fh)
-        return self.checkpoints.commit(self.step, staging)
+        self.last_checkpoint = self.checkpoints.commit(self.step, staging)
+        return self.last_checkpoint
 
     def _restore_latest(self) -> None:
         found = self.checkpoints.latest_valid()
@@ -305,8 +374,10 @@ class PPOOrchestrator:
         for role in ("policy", "critic"):
             if role in self.groups:
                 refs += self.groups[role].call("load_checkpoint", os.path.join(folder, role))
-        ray.get(refs)
+        get_fail_fast(refs)
         self.step = state["step"]
+        self.last_checkpoint = folder
+        self.bad_steps.load_state_dict(state.get("bad_steps", {"in_a_row": 0, "total": 0}))
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
@@ -356,6 +427,7 @@ class PPOOrchestrator:
             "steps": self.step,
             "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
             **self.memory_report,
+            "stopped": self.stopped,
             "reward_start": mean_of(head, "reward/mean"),
             "reward_end": mean_of(tail, "reward/mean"),
             "kl_end": mean_of(tail, "kl/mean"),

@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 from rlhf.config import Config, ConfigError, dump, load
+from rlhf.secrets import install_redaction
 
 logger = logging.getLogger("rlhf")
 
@@ -69,6 +73,34 @@ def print_summary(summary: dict) -> None:
     )
 
 
+@contextmanager
+def stop_on_signals(orchestrator):
+    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the step, checkpoint, end cleanly.
+
+    A second signal falls back to the default (immediate) behaviour. Only the main thread
+    can install handlers; elsewhere (a test calling run_training in a thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        logger.warning("received %s: stopping after the current step with a checkpoint",
+                       signal.Signals(signum).name)
+        orchestrator.request_stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_training(cfg: Config, resume: bool = False) -> dict:
     """Validate, start/join Ray, run the mode named by `algorithm.name`, and always tear the actors down."""
     import ray
@@ -81,8 +113,9 @@ def run_training(cfg: Config, resume: bool = False) -> dict:
     driver = build_driver(cfg)  # reads data and tokenizer: bad input fails before any actor
     started_ray = init_ray(cfg, driver.group_names())
     try:
-        driver.start(resume=resume)
-        return driver.run()
+        with stop_on_signals(driver):
+            driver.start(resume=resume)
+            return driver.run()
     finally:
         driver.shutdown()
         if started_ray:
@@ -98,19 +131,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     try:
         cfg = load(args.config, args.overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     from rlhf.data.reader import DataError
+    from rlhf.faults import TooManyBadSteps, TrainingRankDied
 
     try:
         summary = run_training(cfg, resume=args.resume)
     except (DataError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (TrainingRankDied, TooManyBadSteps) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     print_summary(summary)
+    if summary["stopped"]:
+        print("stopped on request; resubmit with --resume to continue", flush=True)
+        return 143
     return 0
 
 

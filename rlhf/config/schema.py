@@ -357,9 +357,12 @@ class TrainerConfig:
     """Save the final policy in Hugging Face format under output_dir/final."""
     eval_steps: int = 0
     """sft / rm / dpo / rlaif: evaluate on the held-out split every N steps (0: only before and after training)."""
+    max_bad_steps: int = 3
+    """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
 
     def __post_init__(self) -> None:
-        for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints"):
+        for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints",
+                    "max_bad_steps"):
             _check(getattr(self, key) >= 1, f"trainer.{key}", "must be >= 1")
         _check(self.learning_rate > 0, "trainer.learning_rate", "must be > 0")
         _check(self.critic_learning_rate > 0, "trainer.critic_learning_rate", "must be > 0")
@@ -398,11 +401,23 @@ class RayConfig:
     """Pack all groups into one placement group on shared resources."""
     placement_timeout_s: float = 120.0
     """How long to wait for placement before failing and naming the group."""
+    collective_timeout_s: float = 60.0
+    """Timeout of the trainers' process-group collectives: how soon survivors notice a dead training rank."""
+    max_restarts: int = 3
+    """Ray restarts of a dead rollout engine, reference or reward actor (training ranks are never restarted)."""
+    step_retries: int = 2
+    """Retries of a phase whose restartable actor died (after re-pushing the weights to restarted engines)."""
     policy: GroupConfig = field(default_factory=GroupConfig)
     critic: GroupConfig = field(default_factory=GroupConfig)
     reference: GroupConfig = field(default_factory=GroupConfig)
     reward: GroupConfig = field(default_factory=GroupConfig)
     rollout: GroupConfig = field(default_factory=GroupConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
+        _check(self.collective_timeout_s > 0, "ray.collective_timeout_s", "must be > 0")
+        _check(self.max_restarts >= 0, "ray.max_restarts", "must be >= 0")
+        _check(self.step_retries >= 0, "ray.step_retries", "must be >= 0")
 
 
 @dataclass

@@ -83,6 +83,9 @@ class DPODriver:
     def shutdown(self) -> None:
         self.runtime.shutdown()
 
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
     def train_step(self, step: int) -> dict:
         # 1. The next pairs with their stored reference log-probs; 2. one DPO optimizer step.
         index = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)

@@ -49,6 +49,9 @@ class RewardModelDriver:
     def shutdown(self) -> None:
         self.runtime.shutdown()
 
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
     def train_step(self, step: int) -> dict:
         # 1. The next pairs; 2. one optimizer step over them on the reward-model replicas.
         pairs = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)

@@ -101,6 +101,9 @@ class RLAIFDriver:
     def shutdown(self) -> None:
         self.runtime.shutdown()
 
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.state_dict(), "baseline_scores": self.baseline_scores}
 

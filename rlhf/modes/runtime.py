@@ -147,6 +147,8 @@ class ModeRuntime:
         self.history: list[dict] = []
         self.start_metrics: dict = {}
         """The held-out metrics of the starting model (step 0 of metrics.jsonl)."""
+        self.stop_requested = False
+        """Set by SIGTERM (`ray job stop`) or Ctrl-C: finish the step, checkpoint, end without the final save."""
         logger.info("data: %s", data_report)
         os.makedirs(self.output_dir, exist_ok=True)
         with open(os.path.join(self.output_dir, "data_report.json"), "w") as fh:
@@ -162,6 +164,10 @@ class ModeRuntime:
             self.groups[name] = spawn_group(self.cfg, self.placement, name, actor_cls, *extra_args)
         with open(os.path.join(self.output_dir, "placement.json"), "w") as fh:
             json.dump({name: group.where() for name, group in self.groups.items()}, fh, indent=1)
+
+    def request_stop(self) -> None:
+        """Called from a signal handler (rlhf.train.stop_on_signals)."""
+        self.stop_requested = True
 
     def release(self, name: str) -> None:
         """Kill a group that is no longer needed (e.g. the reference once its log-probs are stored)."""
@@ -203,9 +209,13 @@ class ModeRuntime:
                 # 3. Log, and checkpoint every save_steps and at the end.
                 metrics_log.log(self.step, metrics)
                 self.history.append(metrics)
-                if (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or last:
+                saved = (cfg.trainer.save_steps and self.step % cfg.trainer.save_steps == 0) or last
+                if saved or self.stop_requested:
                     self._save_checkpoint(mode_state())
-            if cfg.trainer.save_hf_model:
+                if self.stop_requested:
+                    logger.warning("stopped after step %d with a checkpoint; --resume continues", self.step)
+                    break
+            if cfg.trainer.save_hf_model and not self.stop_requested:
                 final_dir = os.path.join(self.output_dir, "final")
                 ray.get(self.groups[self.trained_role].call("save_pretrained", final_dir))
         finally:

@@ -61,6 +61,9 @@ class SFTDriver:
     def shutdown(self) -> None:
         self.runtime.shutdown()
 
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
     def train_step(self, step: int) -> dict:
         # 1. The next rows; 2. one optimizer step over them on the policy replicas.
         rows = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)

@@ -32,9 +32,13 @@ def merge_generations(chunk_sizes: list[int], per_engine: list[list[Generation]]
 
 
 def generate_on_engines(
-    engines: list, prompt_token_ids: list[list[int]], spec_for_engine: Callable[[int], SamplingSpec]
+    engines: list,
+    prompt_token_ids: list[list[int]],
+    spec_for_engine: Callable[[int], SamplingSpec],
+    fetch: Callable[[list], list] = ray.get,
 ) -> list[Generation]:
-    """Generate on every engine at once (actor handles with `generate`); engine i samples with spec_for_engine(i)."""
+    """Generate on every engine at once (actor handles with `generate`); engine i samples with
+    spec_for_engine(i). `fetch` waits for the object refs (the driver passes a fail-fast wait)."""
     chunks = [c for c in split_evenly(prompt_token_ids, len(engines)) if c]
     refs = [engine.generate.remote(chunk, spec_for_engine(i)) for i, (engine, chunk) in enumerate(zip(engines, chunks))]
-    return merge_generations([len(c) for c in chunks], ray.get(refs))
+    return merge_generations([len(c) for c in chunks], fetch(refs))

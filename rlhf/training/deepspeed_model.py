@@ -12,6 +12,8 @@ from safetensors.torch import save_file
 
 from rlhf.models.adapters import is_peft, merged_state_dict
 
+from rlhf.training.safe_checkpoint import SafeCheckpointEngine
+
 
 def deepspeed_config(
     zero_stage: int,
@@ -51,15 +53,54 @@ class DeepSpeedModel:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
         )
+        # Weights as safetensors, everything read back without pickle code execution.
+        self.engine.checkpoint_engine = SafeCheckpointEngine()
 
     @property
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def backward_step(self, loss: torch.Tensor) -> None:
-        """Backward, then step; DeepSpeed applies the optimizer only at accumulation boundaries."""
+    def backward_step(self, loss: torch.Tensor) -> Optional[bool]:
+        """Backward, then step; DeepSpeed applies the optimizer only at accumulation boundaries.
+
+        Returns None between boundaries, True when the optimizer step was applied and False when
+        it was skipped because a gradient was NaN/inf on some rank (the weights are unchanged).
+        ZeRO 1-3 detect that themselves (global grad norm, all-reduced over ranks); without ZeRO
+        we check the gradients (all-reduced flag) and close the window without an update.
+        """
+        boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
+        if boundary and self.zero_stage == 0 and not self._grads_finite_on_all_ranks():
+            self._step_without_update()
+            return False
         self.engine.step()
+        return bool(getattr(self.engine, "_step_applied", True)) if boundary else None
+
+    def _step_without_update(self) -> None:
+        """Close the accumulation window (DeepSpeed's counters, zeroed grads) with no optimizer update."""
+        for param in self.engine.module.parameters():
+            if param.grad is not None:
+                param.grad.zero_()
+        optimizer = self.engine.optimizer
+        own = vars(optimizer).get("step")
+        optimizer.step = lambda *args, **kwargs: None
+        try:
+            self.engine.step()
+        finally:
+            if own is None:
+                del optimizer.step
+            else:
+                optimizer.step = own
+        self.engine.skipped_steps += 1
+
+    def _grads_finite_on_all_ranks(self) -> bool:
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0])
+        if dist.is_initialized():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return bad.item() == 0.0
 
     def _gathered(self):
         """Under ZeRO-3, a context in which every parameter is whole on every rank."""
@@ -82,13 +123,20 @@ class DeepSpeedModel:
         """The full weights as safetensors bytes: what rollout engines load."""
         return save_safetensors(unique_tensors(self.full_state_dict()))
 
+    @property
+    def has_frozen_weights(self) -> bool:
+        """LoRA: the frozen base is rebuilt from `model.path` on resume, so checkpoints leave it out."""
+        return any(not p.requires_grad for p in self.engine.module.parameters())
+
     def save_checkpoint(self, folder: str) -> None:
         """Model and optimizer state of this rank (all ranks call it)."""
-        self.engine.save_checkpoint(folder, tag="engine", save_latest=False)
+        self.engine.save_checkpoint(folder, tag="engine", save_latest=False,
+                                    exclude_frozen_parameters=self.has_frozen_weights)
 
     def load_checkpoint(self, folder: str) -> None:
         path, _ = self.engine.load_checkpoint(folder, tag="engine", load_optimizer_states=True,
-                                              load_lr_scheduler_states=False)
+                                              load_lr_scheduler_states=False,
+                                              load_module_strict=not self.has_frozen_weights)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {folder}/engine")
 

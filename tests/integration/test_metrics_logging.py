@@ -41,3 +41,25 @@ def test_wandb_failure_never_stops_training(tmp_path, monkeypatch):
     logger.log(1, {"reward/mean": 1.0})
     logger.close()
     assert read_metrics(str(tmp_path))[0]["reward/mean"] == 1.0
+
+
+def test_api_key_never_reaches_output_files(tmp_path, monkeypatch):
+    # RELIABILITY 12: a key present in the environment is not written by W&B, the JSONL files or
+    # the saved config; only the environment variable's name may appear anywhere.
+    from rlhf.config import dump, load
+
+    planted = "planted-wandb-key-5e0c71d2aa"
+    monkeypatch.setenv("WANDB_API_KEY", planted)
+    cfg = load(None, ["model.path=/m", "data.train_path=/d.jsonl", "logging.wandb.enabled=true",
+                      "logging.wandb.mode=offline"])
+    dump(cfg, tmp_path / "config.yaml")
+    logger = MetricsLogger(str(tmp_path), {"logging": {"wandb": {"mode": "offline"}}}, cfg.logging.wandb,
+                           progress=False, total_steps=2)
+    assert logger.wandb is not None
+    for step in (1, 2):
+        logger.log(step, {"reward/mean": 0.5})
+    logger.close()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)  # the offline run that `wandb sync` uploads later
+    for path in files:
+        assert planted.encode() not in path.read_bytes(), path

@@ -1,0 +1,128 @@
+"""Watching the actor groups while a step runs: fail-fast gets, who died, restarts and retries.
+
+Ray restarts an actor created with `max_restarts` by rerunning its constructor, so a
+restarted rollout engine holds the base weights again: after a restart the orchestrator's
+`on_restart` hook re-pushes the current policy weights before the phase is retried. Phases
+are deterministic given the step (seeded sampling, frozen models), so a retried phase gives
+what the first attempt would have. Training ranks are never restarted (see rlhf/faults.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional, TypeVar
+
+import ray
+
+from actors.groups import ActorGroup
+from rlhf.faults import RESTARTABLE_ROLES, TrainingRankDied, dead_role_message
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def get_fail_fast(refs: list) -> list:
+    """Like ray.get(refs), but raises the first failure as soon as it happens.
+
+    When one training rank dies, the others block in a collective until its timeout; a plain
+    ray.get on the list could wait on a blocked survivor first and notice the death late.
+    """
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ray.get(ready)
+    return ray.get(list(refs))
+
+
+class Supervisor:
+    def __init__(self, groups: dict[str, ActorGroup], step_retries: int, restart_timeout_s: float) -> None:
+        self.groups = groups
+        self.step_retries = step_retries
+        self.restart_timeout_s = restart_timeout_s
+        self.restarts = 0
+        self.pids: dict[str, list[int]] = {}
+
+    def record(self, placement_log: dict[str, list[dict]]) -> None:
+        """Remember each replica's process, to notice a restart no call failed on."""
+        self.pids = {name: [w["pid"] for w in where] for name, where in placement_log.items()}
+
+    def restarted(self, role: str) -> Optional[int]:
+        """The first replica of `role` that now runs in another process than recorded, or None.
+
+        A call sent while Ray restarts an actor is queued and then served by the new process,
+        without any error: for a rollout engine that means sampling from the base weights.
+        Calls from one caller to an actor run in order, so asking after the phase tells whether
+        the phase could have been served by a restarted process.
+        """
+        now = [w["pid"] for w in get_fail_fast(self.groups[role].call("where"))]
+        changed = [rank for rank, (a, b) in enumerate(zip(now, self.pids.get(role, now))) if a != b]
+        return changed[0] if changed else None
+
+    def role_of(self, err: ray.exceptions.RayActorError) -> tuple[str, int]:
+        """(role, replica) of the actor an error is about; probes the groups when Ray did not say."""
+        for name, group in self.groups.items():
+            for rank, handle in enumerate(group.handles):
+                if err.actor_id is not None and handle._actor_id.hex() == err.actor_id:
+                    return name, rank
+        for name, group in self.groups.items():
+            for rank, handle in enumerate(group.handles):
+                try:
+                    ray.get(handle.where.remote(), timeout=10)
+                except Exception:
+                    return name, rank
+        return "unknown", -1
+
+    def run_phase(self, phase: str, fn: Callable[[], T], on_restart: Callable[[str], None],
+                  last_checkpoint: Callable[[], Optional[str]], stateful: tuple[str, ...] = ()) -> T:
+        """Run `fn`; if a restartable actor died, wait for Ray to restart it and retry the phase.
+
+        `stateful` roles hold state a restart loses (engines' weights): after `fn` they are checked
+        for a silent restart, which is handled like a failed call.
+        """
+        for attempt in range(self.step_retries + 1):
+            try:
+                result = fn()
+                silent = [(role, rank) for role in stateful
+                          if role in self.groups and (rank := self.restarted(role)) is not None]
+                if not silent:
+                    return result
+                role, rank = silent[0]
+                if attempt == self.step_retries:
+                    raise RuntimeError(f"{role} replica {rank} restarted during {phase} on every attempt "
+                                       f"(ray.step_retries={self.step_retries})")
+                self.restarts += 1
+                logger.warning("%s replica %d died and was restarted by Ray around %s (its state is lost); "
+                               "re-running the phase (attempt %d of %d)", role, rank, phase, attempt + 2,
+                               self.step_retries + 1)
+                self.wait_alive(role)
+                on_restart(role)
+            except ray.exceptions.RayActorError as err:
+                role, rank = self.role_of(err)
+                if role in ("policy", "critic"):
+                    raise TrainingRankDied(dead_role_message(role, rank, phase, last_checkpoint())) from err
+                if role not in RESTARTABLE_ROLES or attempt == self.step_retries:
+                    raise RuntimeError(f"{role} replica {rank} died during {phase} and the phase failed "
+                                       f"{attempt + 1} time(s) (ray.step_retries={self.step_retries})") from err
+                self.restarts += 1
+                logger.warning("%s replica %d died during %s (%s); waiting for Ray to restart it, then "
+                               "retrying the phase (attempt %d of %d)", role, rank, phase,
+                               type(err).__name__, attempt + 2, self.step_retries + 1)
+                self.wait_alive(role)
+                on_restart(role)
+        raise AssertionError("unreachable")
+
+    def wait_alive(self, role: str) -> None:
+        """Block until every replica of `role` answers, or fail after restart_timeout_s naming it."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        for rank, handle in enumerate(self.groups[role].handles):
+            while True:
+                try:
+                    ray.get(handle.where.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as err:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{role} replica {rank} did not come back within "
+                                           f"{self.restart_timeout_s:g}s after dying (ray.max_restarts spent, "
+                                           f"or no room to place it): {err}") from err
+                    time.sleep(1.0)
+        logger.warning("%s: all %d replica(s) alive again", role, len(self.groups[role]))
