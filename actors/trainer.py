@@ -1,4 +1,4 @@
-"""Trained roles (policy, critic): one DeepSpeed data-parallel replica per actor."""
+"""Trained roles (policy, critic; the reward model in rm mode): one DeepSpeed data-parallel replica per actor."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,27 +7,28 @@ import ray
 import torch
 
 from actors.common import prepare_process, where_am_i
-from rlhf.algorithms.ppo_losses import critic_micro_batch_loss, policy_micro_batch_loss
+from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
 from rlhf.models.forward import in_micro_batches, over_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import (adapter_parameter_bytes, adapters_disabled, apply_lora, frozen_parameter_bytes,
                                   lora_enabled)
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
-from rlhf.records import Experience, TrainStats
+from rlhf.records import TrainStats
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
 from rlhf.training.distributed import free_port, init_process_group
 
 
 @ray.remote
 class TrainingActor:
-    """Holds one replica of the policy or the critic inside a DeepSpeed engine."""
+    """Holds one replica of the policy, the critic or a reward model in training inside a DeepSpeed engine."""
 
     def __init__(self, role: str, cfg: Config, rank: int, world_size: int) -> None:
-        if role not in ("policy", "critic"):
+        if role not in ("policy", "critic", "reward"):
             raise ValueError(f"unknown trained role {role!r}")
         self.role, self.cfg, self.rank, self.world_size = role, cfg, rank, world_size
         prepare_process(getattr(cfg.ray, role).num_cpus, cfg.trainer.seed + rank)
         self.model: Optional[DeepSpeedModel] = None
+        self.objective = build_objective(cfg, role)
 
     def where(self) -> dict:
         return where_am_i()
@@ -48,6 +49,11 @@ class TrainingActor:
             module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
             if use_lora:
                 module = apply_lora(module, lora, "CAUSAL_LM", quantized=quantization != "none")
+            lr = cfg.trainer.learning_rate
+        elif self.role == "reward":
+            # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
+            module = load_value_model(cfg.model.reward_path or cfg.model.path, cfg.model.dtype,
+                                      cfg.model.trust_remote_code)
             lr = cfg.trainer.learning_rate
         else:
             use_lora = lora_enabled(lora) and lora.critic
@@ -73,7 +79,8 @@ class TrainingActor:
             dtype=cfg.model.dtype,
         )
         self.model = DeepSpeedModel(module, ds_config)
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+        tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
+        self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -100,29 +107,48 @@ class TrainingActor:
         module = self.model.module
         return {"frozen_bytes": frozen_parameter_bytes(module), "trainable_bytes": adapter_parameter_bytes(module)}
 
-    def train(self, mini_batches: list[Experience]) -> TrainStats:
-        """One optimizer step per element: this replica's share of one global mini-batch."""
+    def train(self, mini_batches: list) -> TrainStats:
+        """One optimizer step per element: this replica's share of one global mini-batch.
+
+        Elements are the records of the mode's objective (Experience, SFTBatch, PreferenceBatch).
+        """
         module = self.model.module
         module.train()
-        algo = self.cfg.algorithm
         totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
             for s in in_micro_batches(len(mini_batch), self.cfg.trainer.micro_batch_size):
                 micro = mini_batch.select(s)
-                if self.role == "policy":
-                    loss, metrics = policy_micro_batch_loss(module, micro, algo.clip_eps, algo.entropy_coef)
-                else:
-                    loss, metrics = critic_micro_batch_loss(module, micro, algo.value_clip_eps)
+                loss, metrics = self.objective(module, micro)
                 applied = self.model.backward_step(loss)
                 skipped += applied is False
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
                 count += 1
-        means = {k: v / max(count, 1) for k, v in totals.items()}
+        # Per-key counts: a padding-only micro-batch reports no metrics and must not dilute the means.
+        means = {k: v / counts[k] for k, v in totals.items()}
         # Same on every rank (the skip decision is all-reduced), so the merged mean is the count.
         means[f"{self.role}/skipped_optimizer_steps"] = float(skipped)
         return TrainStats(means, count)
+
+    @torch.no_grad()
+    def evaluate(self, batch) -> TrainStats:
+        """The objective's metrics on held-out rows, no update: means weighted by `batch.weight()` of each
+        micro-batch (labelled tokens, real pairs); `count` is the total weight, for merging replicas."""
+        module = self.model.module
+        module.eval()
+        totals: dict[str, float] = {}
+        weight = 0
+        for s in in_micro_batches(len(batch), self.cfg.trainer.micro_batch_size):
+            micro = batch.select(s)
+            _, metrics = self.objective(module, micro)
+            w = micro.weight()
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v * w
+            weight += w
+        return TrainStats({k: v / max(weight, 1) for k, v in totals.items()}, weight)
 
     def weights_blob(self) -> Optional[bytes]:
         """Full weights as safetensors bytes on rank 0 (every rank must call: ZeRO-3 gathers)."""

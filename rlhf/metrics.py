@@ -16,6 +16,10 @@ from typing import Any, Optional
 logger = logging.getLogger(__name__)
 
 
+# What the progress bar shows, when a step has it: PPO's reward and KL, each mode's headline metric.
+PROGRESS_KEYS = ("reward/mean", "kl/mean", "sft/loss", "rm/accuracy", "rewards/accuracy", "eval/win_rate")
+
+
 def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; null keeps the line parseable
@@ -36,7 +40,8 @@ class MetricsLogger:
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="ppo", unit="step", dynamic_ncols=True)
+            mode = config_dict.get("algorithm", {}).get("name", "ppo")
+            self.bar = tqdm(total=total_steps, initial=start_step, desc=mode, unit="step", dynamic_ncols=True)
 
     @staticmethod
     def _drop_steps_from(path: str, start_step: int) -> None:
@@ -76,8 +81,7 @@ class MetricsLogger:
                 logger.warning("W&B log failed at step %d (%s); continuing", step, err)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.3f}",
-                                 kl=f"{metrics.get('kl/mean', float('nan')):.3f}")
+            self.bar.set_postfix({k: f"{metrics[k]:.3f}" for k in PROGRESS_KEYS if isinstance(metrics.get(k), float)})
 
     def log_samples(self, step: int, prompts: list[str], responses: list[str], scores: list[float]) -> None:
         rows = [{"step": step, "prompt": p, "response": r, "score": _finite_or_none(s)}

@@ -90,3 +90,78 @@ class TrainStats:
         total = sum(s.count for s in stats) or 1
         keys = {k for s in stats for k in s.values}
         return {k: sum(s.values.get(k, 0.0) * s.count for s in stats) / total for k in sorted(keys)}
+
+
+def _select_rows(record, index):
+    """A copy of a record with its tensors indexed by row (ints kept)."""
+    picked = {f.name: (getattr(record, f.name)[index] if isinstance(getattr(record, f.name), torch.Tensor)
+                       else getattr(record, f.name)) for f in fields(record)}
+    return replace(record, **picked)
+
+
+def _split_rows(record, parts: int) -> list:
+    size = len(record) // parts
+    return [record.select(slice(i * size, (i + 1) * size)) for i in range(parts)]
+
+
+@dataclass
+class SFTBatch:
+    """Supervised fine-tuning rows, right-padded; a packed row holds several examples."""
+
+    input_ids: torch.Tensor
+    """[B, T] long."""
+    labels: torch.Tensor
+    """[B, T] long: the token where it is trained on, -100 elsewhere (prompt, padding)."""
+    position_ids: torch.Tensor
+    """[B, T] long: restarting at 0 for each packed example."""
+    segment_ids: torch.Tensor
+    """[B, T] long: 1, 2, ... for the examples packed in a row, 0 on padding."""
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index) -> "SFTBatch":
+        return _select_rows(self, index)
+
+    def split(self, parts: int) -> list["SFTBatch"]:
+        return _split_rows(self, parts)
+
+    def weight(self) -> int:
+        """Tokens the loss averages over (labelled tokens that have a predecessor)."""
+        return int((self.labels[:, 1:] != -100).sum())
+
+
+@dataclass
+class PreferenceBatch:
+    """Prompt with a chosen and a rejected response; both blocks share P and R.
+
+    Rows of `chosen_*` and `rejected_*` line up pair by pair: [left-padded prompt | right-padded response].
+    """
+
+    chosen: torch.Tensor
+    """[B, P+R] long."""
+    chosen_attention_mask: torch.Tensor
+    """[B, P+R] long."""
+    chosen_response_mask: torch.Tensor
+    """[B, R] float: 1 on response tokens."""
+    rejected: torch.Tensor
+    rejected_attention_mask: torch.Tensor
+    rejected_response_mask: torch.Tensor
+    pair_weight: torch.Tensor
+    """[B] float: 1 for a real pair, 0 for padding that keeps replicas' micro-batch counts equal."""
+    ref_chosen_logps: Optional[torch.Tensor]
+    """[B] summed reference log-probs of the chosen response (None when the loss needs no reference)."""
+    ref_rejected_logps: Optional[torch.Tensor]
+    prompt_len: int
+
+    def __len__(self) -> int:
+        return self.chosen.shape[0]
+
+    def select(self, index) -> "PreferenceBatch":
+        return _select_rows(self, index)
+
+    def split(self, parts: int) -> list["PreferenceBatch"]:
+        return _split_rows(self, parts)
+
+    def weight(self) -> int:
+        return int(self.pair_weight.sum())

@@ -55,12 +55,17 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
 
 
 def print_summary(summary: dict) -> None:
+    if "headline" in summary:  # sft, rm, dpo, rlaif: the mode's own metrics, at the start and at the end
+        lines = [f"{key:<24} {start:.4f} (start) -> {end:.4f} (end)" for key, (start, end) in summary["headline"].items()]
+    else:
+        lines = [f"reward           {summary['reward_start']:.4f} (first steps) -> {summary['reward_end']:.4f} (last steps)",
+                 f"kl               {summary['kl_end']:.4f}   kl coef {summary['kl_coef']:.5f}"]
     print(
         "\n== run summary ==\n"
+        f"mode             {summary.get('mode', 'ppo')}\n"
         f"steps            {summary['steps']}\n"
-        f"reward           {summary['reward_start']:.4f} (first steps) -> {summary['reward_end']:.4f} (last steps)\n"
-        f"kl               {summary['kl_end']:.4f}   kl coef {summary['kl_coef']:.5f}\n"
-        f"wall time        {summary['wall_s']:.1f} s\n"
+        + "".join(line + "\n" for line in lines)
+        + f"wall time        {summary['wall_s']:.1f} s\n"
         f"metrics          {summary['metrics']}\n"
         f"final model      {summary['final_model']}\n"
         f"outputs          {summary['output_dir']}",
@@ -97,22 +102,22 @@ def stop_on_signals(orchestrator):
 
 
 def run_training(cfg: Config, resume: bool = False) -> dict:
-    """Validate, start/join Ray, run PPO, and always tear the actors down."""
+    """Validate, start/join Ray, run the mode named by `algorithm.name`, and always tear the actors down."""
     import ray
 
-    from rlhf.orchestrator import PPOOrchestrator
+    from rlhf.modes import build_driver
 
     cfg.validate()
     os.makedirs(cfg.trainer.output_dir, exist_ok=True)
     dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
-    orchestrator = PPOOrchestrator(cfg)  # reads data and tokenizer: bad input fails before any actor
-    started_ray = init_ray(cfg, orchestrator.group_names())
+    driver = build_driver(cfg)  # reads data and tokenizer: bad input fails before any actor
+    started_ray = init_ray(cfg, driver.group_names())
     try:
-        with stop_on_signals(orchestrator):
-            orchestrator.start(resume=resume)
-            return orchestrator.run()
+        with stop_on_signals(driver):
+            driver.start(resume=resume)
+            return driver.run()
     finally:
-        orchestrator.shutdown()
+        driver.shutdown()
         if started_ray:
             ray.shutdown()
 

@@ -91,9 +91,30 @@ class DataConfig:
     """A Jinja chat template file to use when the tokenizer has none (or to replace it)."""
     shuffle: bool = True
     """Reshuffle prompts each epoch (seeded by `trainer.seed`, so resume reproduces the order)."""
+    eval_path: Optional[str] = None
+    """Held-out evaluation rows (same format as `train_path`); never trained on."""
+    eval_fraction: float = 0.0
+    """Without `eval_path`: hold out this fraction of `train_path` rows (seeded by `trainer.seed`)."""
+    response_key: str = "response"
+    """SFT: field holding the target response to the prompt."""
+    messages_key: str = "messages"
+    """SFT: field holding a chat (list of role/content messages); used when a row has no `prompt_key`."""
+    chosen_key: str = "chosen"
+    """RM / DPO: field holding the preferred response."""
+    rejected_key: str = "rejected"
+    """RM / DPO: field holding the dispreferred response."""
+    max_response_tokens: int = 64
+    """SFT / RM / DPO: responses longer than this (end-of-sequence token included) follow `on_oversize`."""
+    packing: bool = False
+    """SFT: pack several examples into rows of max_prompt_tokens + max_response_tokens tokens
+    (attention and positions stay within each example)."""
 
     def __post_init__(self) -> None:
         _check(self.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
+        _check(self.max_response_tokens > 0, "data.max_response_tokens", "must be > 0")
+        _check(0.0 <= self.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+        _check(not (self.eval_path and self.eval_fraction), "data.eval_fraction",
+               "set either data.eval_path or data.eval_fraction, not both")
         _one_of(self.on_oversize, ("drop", "truncate", "error"), "data.on_oversize")
         _one_of(self.on_bad_row, ("error", "skip"), "data.on_bad_row")
 
@@ -155,9 +176,40 @@ class KLConfig:
 
 
 @dataclass
+class DPOConfig:
+    loss_type: str = "sigmoid"
+    """sigmoid (DPO), ipo, cdpo (needs label_smoothing > 0) or simpo (reference-free: no reference group)."""
+    beta: float = 0.1
+    """Strength of the implicit KL to the reference (inverse temperature of the preference model)."""
+    label_smoothing: float = 0.0
+    """Assumed rate of flipped preference labels (cDPO); in [0, 0.5), 0 for ipo."""
+    simpo_gamma: float = 0.5
+    """SimPO target reward margin."""
+
+    def __post_init__(self) -> None:
+        from rlhf.losses.dpo import DPO_LOSS_TYPES
+
+        _one_of(self.loss_type, DPO_LOSS_TYPES, "algorithm.dpo.loss_type")
+        _check(self.beta > 0, "algorithm.dpo.beta", "must be > 0")
+        _check(0 <= self.label_smoothing < 0.5, "algorithm.dpo.label_smoothing", "must be in [0, 0.5)")
+        _check(self.loss_type != "cdpo" or self.label_smoothing > 0, "algorithm.dpo.label_smoothing",
+               "must be > 0 for loss_type cdpo")
+        _check(self.loss_type != "ipo" or self.label_smoothing == 0, "algorithm.dpo.label_smoothing",
+               "must be 0 for loss_type ipo")
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss_type != "simpo"
+
+
+MODES = ("ppo", "sft", "rm", "dpo", "rlaif")
+
+
+@dataclass
 class AlgorithmConfig:
     name: str = "ppo"
-    """Training mode."""
+    """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, or rlaif (online DPO
+    on pairs the reward source, e.g. an AI judge, ranks among the policy's own samples)."""
     advantage: str = "gae"
     """`gae` (PPO with the critic group) or a critic-free estimator: grpo, rloo, reinforce_pp."""
     gamma: float = 1.0
@@ -171,9 +223,11 @@ class AlgorithmConfig:
     whiten_advantages: bool = True
     """Whiten GAE advantages over the batch (critic-free estimators normalise on their own)."""
     kl: KLConfig = field(default_factory=KLConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """Preference loss of the dpo and rlaif modes."""
 
     def __post_init__(self) -> None:
-        _one_of(self.name, ("ppo",), "algorithm.name")
+        _one_of(self.name, MODES, "algorithm.name")
         _one_of(self.advantage, ("gae", "grpo", "rloo", "reinforce_pp"), "algorithm.advantage")
         _check(0 <= self.gamma <= 1, "algorithm.gamma", "must be in [0, 1]")
         _check(0 <= self.gae_lambda <= 1, "algorithm.gae_lambda", "must be in [0, 1]")
@@ -301,6 +355,8 @@ class TrainerConfig:
     """`auto`: continue from the latest complete checkpoint in output_dir when there is one."""
     save_hf_model: bool = True
     """Save the final policy in Hugging Face format under output_dir/final."""
+    eval_steps: int = 0
+    """sft / rm / dpo / rlaif: evaluate on the held-out split every N steps (0: only before and after training)."""
     max_bad_steps: int = 3
     """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
 
@@ -313,6 +369,7 @@ class TrainerConfig:
         _check(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
         _check(0 <= self.zero_stage <= 3, "trainer.zero_stage", "must be 0, 1, 2 or 3")
         _check(self.save_steps >= 0, "trainer.save_steps", "must be >= 0")
+        _check(self.eval_steps >= 0, "trainer.eval_steps", "must be >= 0")
         _one_of(self.resume, ("off", "auto"), "trainer.resume")
 
 
@@ -400,7 +457,34 @@ class Config:
         """Rules that span sections; runs before any actor is spawned."""
         _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
         _check(bool(self.data.train_path), "data.train_path", "is required")
-        self._validate_reward_sources()
+        mode = self.algorithm.name
+        if mode in ("ppo", "rlaif"):  # the modes that generate and score
+            self._validate_reward_sources()
+            self._validate_rollout()
+        if self.model.lora.rank > 0 and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
+            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
+                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
+                   "set model.lora.fold_reference=false to use another reference model")
+        _check(mode != "rm" or self.model.lora.rank == 0, "model.lora.rank",
+               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)")
+        if mode == "ppo":
+            _check(not (self.data.eval_path or self.data.eval_fraction), "data.eval_path",
+                   "a held-out split is used by sft, rm, dpo and rlaif; ppo does not read one yet")
+            self._validate_ppo()
+            return
+        trained = "reward" if mode == "rm" else "policy"
+        replicas = getattr(self.ray, trained).replicas
+        _check(
+            self.trainer.mini_batch_size % (replicas * self.trainer.micro_batch_size) == 0,
+            "trainer.micro_batch_size",
+            f"mini_batch_size ({self.trainer.mini_batch_size}) must be a multiple of "
+            f"ray.{trained}.replicas * micro_batch_size ({replicas} * {self.trainer.micro_batch_size})",
+        )
+        if mode == "rlaif":
+            _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
+                   "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
+
+    def _validate_ppo(self) -> None:
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
         _check(
             rollout_batch % self.trainer.mini_batch_size == 0,
@@ -421,21 +505,19 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
-        if self.model.lora.rank > 0 and self.model.lora.fold_reference:
-            _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
-                   "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
-                   "set model.lora.fold_reference=false to use another reference model")
-        if self.rollout.tensor_parallel_size > 1:
-            _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
-            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
-                   f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
-                   "each engine holds that many GPUs")
         if self.algorithm.advantage in ("grpo", "rloo"):
             _check(
                 self.rollout.samples_per_prompt >= 2,
                 "rollout.samples_per_prompt",
                 f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
             )
+
+    def _validate_rollout(self) -> None:
+        if self.rollout.tensor_parallel_size > 1:
+            _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
+            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
+                   f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
+                   "each engine holds that many GPUs")
 
     def _validate_reward_sources(self) -> None:
         sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http

@@ -109,3 +109,43 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         with pytest.raises(ConfigError) as err:
             load(None, BASE + overrides)
         assert str(err.value).startswith(key), (overrides, str(err.value))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["algorithm.name=kto"], "algorithm.name: must be one of ppo, sft, rm, dpo, rlaif"),
+        (["algorithm.name=dpo", "algorithm.dpo.loss_type=orpo"], "algorithm.dpo.loss_type: must be one of"),
+        (["algorithm.name=dpo", "algorithm.dpo.loss_type=cdpo"], "algorithm.dpo.label_smoothing: must be > 0"),
+        (["algorithm.name=dpo", "algorithm.dpo.loss_type=ipo", "algorithm.dpo.label_smoothing=0.1"],
+         "algorithm.dpo.label_smoothing: must be 0 for loss_type ipo"),
+        (["algorithm.name=dpo", "algorithm.dpo.beta=0"], "algorithm.dpo.beta: must be > 0"),
+        (["algorithm.name=sft", "data.eval_fraction=1.0"], "data.eval_fraction: must be in [0, 1)"),
+        (["algorithm.name=sft", "data.eval_fraction=0.1", "data.eval_path=/e.jsonl"],
+         "data.eval_fraction: set either data.eval_path or data.eval_fraction"),
+        (["data.eval_path=/e.jsonl"], "data.eval_path: a held-out split is used by sft, rm, dpo and rlaif"),
+        (["algorithm.name=sft", "ray.policy.replicas=3"], "trainer.micro_batch_size: mini_batch_size (16) must be"),
+        (["algorithm.name=rm", "ray.reward.replicas=4", "trainer.micro_batch_size=8"],
+         "trainer.micro_batch_size: mini_batch_size (16) must be a multiple of ray.reward.replicas"),
+        (["algorithm.name=rlaif", "rollout.samples_per_prompt=1"], "rollout.samples_per_prompt: must be >= 2 for rlaif"),
+        (["algorithm.name=rlaif", "reward.source=model"], "model.reward_path: is required"),
+        (["algorithm.name=rlaif", "rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size: > 1 needs"),
+        (["algorithm.name=sft", "trainer.eval_steps=-1"], "trainer.eval_steps: must be >= 0"),
+        (["algorithm.name=rm", "model.lora.rank=8"], "model.lora.rank: must be 0 for rm"),
+        (["algorithm.name=dpo", "model.lora.rank=8", "model.reference_path=/other"],
+         "model.reference_path: must be unset with model.lora.fold_reference"),
+    ],
+)
+def test_mode_rules_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load(None, BASE + overrides)
+    assert str(err.value).startswith(key), str(err.value)
+
+
+def test_modes_accept_their_configs():
+    root = Path(__file__).parents[3] / "configs"
+    for name, mode in (("sft", "sft"), ("rm", "rm"), ("dpo", "dpo"), ("rlaif", "rlaif")):
+        cfg = load(root / f"{name}_tiny.yaml")
+        assert cfg.algorithm.name == mode and cfg.data.eval_path
+    # PPO's rule (mini_batch_size divides prompts_per_step * samples_per_prompt = 12 here) is PPO's only.
+    assert load(None, BASE + ["algorithm.name=sft", "trainer.prompts_per_step=3"]).trainer.prompts_per_step == 3

@@ -1,0 +1,63 @@
+"""Reward-model training: Bradley-Terry on (prompt, chosen, rejected) pairs.
+
+The trained model is a one-output sequence classifier (from `model.reward_path`, or from the
+policy with a fresh scalar head) on the `reward` group. It is saved in Hugging Face format under
+output_dir/final, which a PPO config loads as `model.reward_path` with `reward.source: model`.
+Metrics: `rm/loss`, `rm/accuracy` (pairs ranked right), `rm/margin`; `eval/rm/...` held out.
+"""
+from __future__ import annotations
+
+import logging
+
+from rlhf.config import Config
+from rlhf.data.batching import collate_preferences, padded_preference_batch
+from rlhf.data.examples import check_context, load_preference_examples, train_and_eval
+from rlhf.data.prompts import PromptSampler, ensure_chat_template
+from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, train_on
+
+logger = logging.getLogger(__name__)
+
+
+class RewardModelDriver:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        start = cfg.model.reward_path or cfg.model.path
+        self.tokenizer = load_tokenizer(start, cfg.model.trust_remote_code)
+        if cfg.data.apply_chat_template:
+            ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, start)
+        check_context(cfg.data, context_limit(start, cfg.model.trust_remote_code))
+        self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
+            lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
+        logger.info("rm: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
+        self.sampler = PromptSampler(self.train_pairs, cfg.trainer.seed, cfg.data.shuffle)
+        self.runtime = ModeRuntime(cfg, "reward", {}, self.data_counts)
+        self._resume = False
+
+    def group_names(self) -> list[str]:
+        return self.runtime.group_names()
+
+    def start(self, resume: bool = False) -> None:
+        self.runtime.start()
+        self._resume = resume
+
+    def run(self) -> dict:
+        summary = self.runtime.run(self.train_step, self.evaluate if self.eval_pairs else None,
+                                   self.sampler.state_dict, self.sampler.load_state_dict, self._resume)
+        return {**summary, "mode": "rm", "headline": self.runtime.headline(["rm/accuracy", "eval/rm/accuracy"])}
+
+    def shutdown(self) -> None:
+        self.runtime.shutdown()
+
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
+    def train_step(self, step: int) -> dict:
+        # 1. The next pairs; 2. one optimizer step over them on the reward-model replicas.
+        pairs = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)
+        return train_on(self.runtime.groups["reward"], [collate_preferences(pairs, self.tokenizer.pad_token_id)])
+
+    def evaluate(self) -> dict:
+        size = padded_size(len(self.eval_pairs), self.cfg.ray.reward.replicas, self.cfg.trainer.micro_batch_size)
+        batch = padded_preference_batch(self.eval_pairs, size, self.tokenizer.pad_token_id)
+        return evaluate_on(self.runtime.groups["reward"], batch)
