@@ -34,6 +34,7 @@ from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.modes.runtime import push_policy_weights
 from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
@@ -314,11 +315,9 @@ class PPOOrchestrator:
 
     def push_weights(self, version: int) -> int:
         """Gather the policy (from ZeRO-3 shards if need be) and load it into every engine; returns bytes sent."""
-        blobs = get_fail_fast(self.groups["policy"].call("weights_blob"))
-        blob_ref = ray.put(blobs[0])
-        get_fail_fast(self.groups["rollout"].call("load_weights", blob_ref, version))
+        sent = push_policy_weights(self.groups["policy"], self.groups["rollout"], version, fetch=get_fail_fast)
         self.weights_version = version
-        return len(blobs[0])
+        return sent
 
     # ---------------------------------------------------------------- faults
     def _phase(self, name: str, fn, stateful: tuple[str, ...] = ()):

@@ -95,12 +95,14 @@ def generate_rollout(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[
                            policy_version=policy_version)
 
 
-def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int) -> int:
-    """The policy's full weights (gathered from ZeRO-3 shards on rank 0) into every engine, in place;
-    returns the bytes sent. The one weight-sync path of PPO and RLAIF."""
-    blobs = ray.get(policy.call("weights_blob"))
+def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int,
+                        fetch: Callable[[list], list] = ray.get) -> int:
+    """The policy's full weights (gathered from ZeRO-3 shards on rank 0, LoRA merged) into every
+    engine, in place; returns the bytes sent. The one weight-sync path of PPO and RLAIF; `fetch`
+    waits for the calls (PPO passes its fail-fast wait)."""
+    blobs = fetch(policy.call("weights_blob"))
     blob_ref = ray.put(blobs[0])
-    ray.get(engines.call("load_weights", blob_ref, version))
+    fetch(engines.call("load_weights", blob_ref, version))
     return len(blobs[0])
 
 
