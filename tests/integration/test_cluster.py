@@ -171,6 +171,18 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
     assert os.path.isfile(os.path.join(out, "final", "config.json"))
     assert os.path.isdir(os.path.join(out, "checkpoints", "step_10"))
 
+    # RELIABILITY 12: the Jobs API answers only on 127.0.0.1, and only with the cluster's token.
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{cluster.address}/api/jobs/", timeout=10)
+    assert denied.value.code == 401
+    node_ip = where["rollout"][0]["node_ip"]
+    if node_ip != "127.0.0.1":  # Ray advertises the machine's own address: the dashboard must not listen there
+        with pytest.raises(OSError):
+            socket.create_connection((node_ip, int(cluster.address.rsplit(":", 1)[1])), timeout=3).close()
+
     # RELIABILITY 12: no planted key in any output file, the job's logs or its metadata.
     metadata = cluster.ray("job", "list", "--address", cluster.address)
     assert "rlhf.train" in metadata  # the listing is real
