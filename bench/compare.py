@@ -96,10 +96,21 @@ def run_ours(s: BenchSettings, work: str, timeout_s: float, overrides: list[str]
         return result
     result.step_s = [r["timing/step_s"] for r in rows]
     result.samples = [s.samples_per_step] * len(rows)
-    result.tokens = [r["response_length/mean"] * s.samples_per_step for r in rows]
-    result.rewards = [r["reward/mean"] for r in rows]
-    result.phases = breakdown(rows[1:] if len(rows) > 1 else rows)
+    result.tokens = [r.get("response_length/mean", float("nan")) * s.samples_per_step for r in rows]
+    result.rewards = [_reward_of(r) for r in rows]
+    try:
+        result.phases = breakdown(rows[1:] if len(rows) > 1 else rows)
+    except KeyError:  # a mode without the generate/experience/train/sync phases
+        result.phases = []
     return result
+
+
+def _reward_of(row: dict) -> float:
+    """The step's reward; for DPO, the preference accuracy (chosen scored above rejected)."""
+    for key in ("reward/mean", "dpo/accuracy", "rewards/accuracies"):
+        if key in row:
+            return row[key]
+    return next((v for k, v in row.items() if "accurac" in k), float("nan"))
 
 
 def run_trl(s: BenchSettings, work: str, timeout_s: float) -> SideResult:
