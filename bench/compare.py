@@ -62,6 +62,12 @@ class SideResult:
         return statistics.median(n / t for n, t in zip(self.tokens[s], self.step_s[s]))
 
     @property
+    def best_samples_per_s(self) -> float:
+        """The fastest steady step: on a shared machine, the one least slowed by other jobs."""
+        s = self.steady()
+        return max(n / t for n, t in zip(self.samples[s], self.step_s[s]))
+
+    @property
     def final_reward(self) -> float:
         return statistics.fmean(self.rewards[-3:]) if self.rewards else float("nan")
 
@@ -148,6 +154,7 @@ def merge(runs: list[SideResult]) -> dict:
     return {
         "samples_per_s": med(r.samples_per_s for r in good),
         "tokens_per_s": med(r.tokens_per_s for r in good),
+        "best_samples_per_s": max(r.best_samples_per_s for r in good),
         "step_s": med(statistics.median(r.step_s[r.steady()]) for r in good),
         "wall_s": med(r.tree.wall_s for r in good),
         "rss_gb": med(r.tree.peak_rss_mb for r in good) / 1024,
@@ -211,6 +218,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M')}, {shape}; load average (1/5 min) {load_before} before, "
             f"{load_average()} after on {os.cpu_count()} cores.\n\n"
             + comparison_table(label, s.samples_per_step, ours, trl) + phase_table(ours) + memory_table(ours, trl))
+    pairs = [(o, t) for o, t in zip(runs["ours"], runs["trl"]) if not o.error and not t.error]
+    if len(pairs) > 1:
+        # On a shared machine the load drifts between repeats; each pair ran back to back.
+        text += ("\nours / TRL samples/s per repeat (each pair ran back to back): "
+                 + ", ".join(f"{o.samples_per_s / t.samples_per_s:.2f}×" for o, t in pairs) + "\n")
     print(text)
     if not args.no_append:
         with open(RESULTS, "a") as fh:

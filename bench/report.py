@@ -9,20 +9,23 @@ def _fmt(value: float, digits: int = 1) -> str:
 
 
 def comparison_table(label: str, samples_per_step: int, ours: dict, trl: dict) -> str:
-    head = ("| row | side | samples/s | tokens/s | step s | wall s (incl. start-up) | peak RSS sum GiB | "
-            "peak PSS GiB | processes | reward first → last |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| row | side | samples/s | best-step samples/s | tokens/s | step s | wall s (incl. start-up) | peak RSS sum GiB | "
+            "peak PSS GiB | processes | reward first → last |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for side, r in (("ours", ours), ("TRL", trl)):
         if "error" in r:
-            lines.append(f"| {label} | {side} | {r['error']} | | | | | | | |")
+            lines.append(f"| {label} | {side} | {r['error']} | | | | | | | | |")
             continue
         lines.append(
-            f"| {label} | {side} | {_fmt(r['samples_per_s'], 2)} | {_fmt(r['tokens_per_s'], 0)} | "
+            f"| {label} | {side} | {_fmt(r['samples_per_s'], 2)} | {_fmt(r.get('best_samples_per_s'), 2)} | "
+            f"{_fmt(r['tokens_per_s'], 0)} | "
             f"{_fmt(r['step_s'], 2)} | {_fmt(r['wall_s'], 0)} | {_fmt(r['rss_gb'], 2)} | {_fmt(r['pss_gb'], 2)} | "
             f"{r['processes']} | {r['reward_start']:.3f} → {r['reward_end']:.3f} |")
     if "error" not in ours and "error" not in trl:
         ratio = ours["samples_per_s"] / trl["samples_per_s"]
-        lines.append(f"| {label} | **ours / TRL** | **{ratio:.2f}×** | {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}× | "
+        best = ours.get("best_samples_per_s", math.nan) / trl.get("best_samples_per_s", math.nan)
+        lines.append(f"| {label} | **ours / TRL** | **{ratio:.2f}×** | {best:.2f}× | "
+                     f"{ours['tokens_per_s'] / trl['tokens_per_s']:.2f}× | "
                      f"| {ours['wall_s'] / trl['wall_s']:.2f}× | {ours['rss_gb'] / trl['rss_gb']:.2f}× | "
                      f"{ours['pss_gb'] / trl['pss_gb']:.2f}× | | |")
     return head + "\n".join(lines) + "\n"
