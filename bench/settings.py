@@ -103,8 +103,7 @@ def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
                              "clip_eps": s.clip_eps, "value_clip_eps": s.clip_eps, "ppo_epochs": s.ppo_epochs,
                              "whiten_advantages": True, "kl": kl}
     else:
-        # Written for the DPO mode being built in parallel; adjust the keys here when it lands.
-        tree["algorithm"] = {"name": "dpo", "beta": s.dpo_beta}
+        tree["algorithm"] = {"name": "dpo", "dpo": {"loss_type": "sigmoid", "beta": s.dpo_beta}}
         tree["data"] = {"train_path": s.prompts_path, "max_prompt_tokens": 64}
         for name in ("critic", "reward", "rollout"):
             tree["ray"].pop(name)
