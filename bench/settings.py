@@ -104,7 +104,7 @@ def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
                              "whiten_advantages": True, "kl": kl}
     else:
         tree["algorithm"] = {"name": "dpo", "dpo": {"loss_type": "sigmoid", "beta": s.dpo_beta}}
-        tree["data"] = {"train_path": s.prompts_path, "max_prompt_tokens": 64}
+        tree["data"] = {"train_path": s.prompts_path, "max_prompt_tokens": 64, "max_response_tokens": s.max_new_tokens}
         for name in ("critic", "reward", "rollout"):
             tree["ray"].pop(name)
     return tree

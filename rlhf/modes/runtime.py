@@ -222,7 +222,8 @@ class ModeRuntime:
                 ray.get(self.groups[self.trained_role].call("save_pretrained", final_dir))
         finally:
             metrics_log.close()
-        return {"steps": self.step, "wall_s": time.perf_counter() - started, "output_dir": self.output_dir,
+        return {"steps": self.step, "stopped": self.stop_requested, "wall_s": time.perf_counter() - started,
+                "output_dir": self.output_dir,
                 "final_model": final_dir, "metrics": os.path.join(self.output_dir, "metrics.jsonl")}
 
     def _save_checkpoint(self, state: dict) -> str:

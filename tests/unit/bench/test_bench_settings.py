@@ -21,6 +21,10 @@ def test_ours_config_is_a_valid_run_of_the_same_shape(algo, size, tmp_path):
     cfg = load(path)
     assert cfg.model.path == "/assets/policy" and cfg.model.dtype == "bfloat16"
     assert cfg.trainer.steps == 5 and cfg.trainer.learning_rate == s.learning_rate
+    if algo == "dpo":  # pairs per optimizer step, responses up to the same length as TRL's
+        assert cfg.algorithm.name == "dpo" and cfg.algorithm.dpo.beta == s.dpo_beta
+        assert cfg.trainer.mini_batch_size == s.mini_batch_size and cfg.data.max_response_tokens == s.max_new_tokens
+        return
     assert cfg.trainer.prompts_per_step * cfg.rollout.samples_per_prompt == s.samples_per_step
     assert cfg.rollout.max_new_tokens == s.max_new_tokens and cfg.rollout.engine == "builtin"
     assert cfg.algorithm.kl.controller == "fixed" and cfg.algorithm.kl.init_coef == s.kl_coef
