@@ -208,8 +208,10 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     assert os.path.isfile(os.path.join(out, "checkpoints", f"step_{stopped_at}", "manifest.json"))
     wait_for(lambda: not any(alive(p) for p in pids), 30, "the stopped job's actors to exit")
 
-    # RELIABILITY 1: a policy rank killed after the resume -> the job fails fast naming it.
-    cluster.submit("rlhf-b2", out, *steps, resume=True)
+    # RELIABILITY 1: a policy rank killed after the resume -> the job fails fast naming it. The job is
+    # long and saves nothing, so the kill lands mid-run however fast the machine is, and the next
+    # resume starts again from the stop's checkpoint (its log lines past it are dropped).
+    cluster.submit("rlhf-b2", out, "trainer.steps=1000", "trainer.save_steps=100000", resume=True)
     wait_for(lambda: steps_done(out) >= stopped_at + 1 and {w["pid"] for w in placement(out)["policy"]}.isdisjoint(pids),
              400, "a step of the resumed job")
     os.kill(placement(out)["policy"][1]["pid"], signal.SIGKILL)
