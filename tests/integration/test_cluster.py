@@ -196,9 +196,9 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
 
 def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("job_b"))
-    steps = ["trainer.steps=14"]  # room for the stop, the kill and the resume under a loaded CPU
-    # RELIABILITY 10: `ray job stop` mid-run -> a checkpoint of the last step, actors gone.
-    cluster.submit("rlhf-b1", out, *steps)
+    # RELIABILITY 10: `ray job stop` mid-run -> a checkpoint of the last step, actors gone. The job is
+    # far longer than the test waits, so the stop lands mid-run on a fast machine too.
+    cluster.submit("rlhf-b1", out, "trainer.steps=1000")
     wait_for(lambda: steps_done(out) >= 3, 400, "step 3")
     pids = [w["pid"] for group in placement(out).values() for w in group]
     cluster.ray("job", "stop", "rlhf-b1", "--address", cluster.address, timeout=200)
@@ -207,6 +207,8 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     assert "stop requested: ended after step" in cluster.logs("rlhf-b1")
     assert os.path.isfile(os.path.join(out, "checkpoints", f"step_{stopped_at}", "manifest.json"))
     wait_for(lambda: not any(alive(p) for p in pids), 30, "the stopped job's actors to exit")
+    last = stopped_at + 3
+    steps = [f"trainer.steps={last}"]  # what the final resume finishes
 
     # RELIABILITY 1: a policy rank killed after the resume -> the job fails fast naming it. The job is
     # long and saves nothing, so the kill lands mid-run however fast the machine is, and the next
@@ -233,5 +235,5 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     cluster.submit("rlhf-b4", out, *steps, resume=True)
     assert cluster.wait_status("rlhf-b4", {"SUCCEEDED"}, 400) == "SUCCEEDED", cluster.logs("rlhf-b4")[-4000:]
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == list(range(1, 15))
+    assert [r["step"] for r in rows] == list(range(1, last + 1))
     assert_kl_coef_continues(rows, {"target": 10.0, "horizon": 1000}, batch=16)
