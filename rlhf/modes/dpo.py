@@ -24,7 +24,8 @@ from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, reference_is_folded, reference_logps, train_on
+from rlhf.modes.runtime import (ModeDriver, ModeRuntime, evaluate_on, padded_size, reference_is_folded,
+                                reference_logps, train_on)
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 PRECOMPUTE_CHUNK = 64
 
 
-class DPODriver:
+class DPODriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
@@ -50,14 +51,9 @@ class DPODriver:
         self.runtime = ModeRuntime(cfg, "policy", frozen, self.data_counts)
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.eval_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-        self._resume = False
-
-    def group_names(self) -> list[str]:
-        return self.runtime.group_names()
 
     def start(self, resume: bool = False) -> None:
-        self.runtime.start()
-        self._resume = resume
+        super().start(resume)
         if self.uses_reference:
             self.train_ref = self._precompute(self.train_pairs)
             self.eval_ref = self._precompute(self.eval_pairs) if self.eval_pairs else None
@@ -75,16 +71,9 @@ class DPODriver:
         return torch.cat(chosen), torch.cat(rejected)
 
     def run(self) -> dict:
-        summary = self.runtime.run(self.train_step, self.evaluate if self.eval_pairs else None,
-                                   self.sampler.state_dict, self.sampler.load_state_dict, self._resume)
         keys = ["rewards/accuracy", "rewards/margin", "eval/rewards/accuracy", "eval/rewards/margin"]
-        return {**summary, "mode": "dpo", "headline": self.runtime.headline(keys)}
-
-    def shutdown(self) -> None:
-        self.runtime.shutdown()
-
-    def request_stop(self) -> None:
-        self.runtime.request_stop()
+        return self._run("dpo", self.train_step, self.evaluate if self.eval_pairs else None,
+                         self.sampler.state_dict, self.sampler.load_state_dict, keys)
 
     def train_step(self, step: int) -> dict:
         # 1. The next pairs with their stored reference log-probs; 2. one DPO optimizer step.

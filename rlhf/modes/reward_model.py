@@ -14,12 +14,12 @@ from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, train_on
+from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
 
 
-class RewardModelDriver:
+class RewardModelDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         start = cfg.model.reward_path or cfg.model.path
@@ -32,25 +32,10 @@ class RewardModelDriver:
         logger.info("rm: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.sampler = PromptSampler(self.train_pairs, cfg.trainer.seed, cfg.data.shuffle)
         self.runtime = ModeRuntime(cfg, "reward", {}, self.data_counts)
-        self._resume = False
-
-    def group_names(self) -> list[str]:
-        return self.runtime.group_names()
-
-    def start(self, resume: bool = False) -> None:
-        self.runtime.start()
-        self._resume = resume
 
     def run(self) -> dict:
-        summary = self.runtime.run(self.train_step, self.evaluate if self.eval_pairs else None,
-                                   self.sampler.state_dict, self.sampler.load_state_dict, self._resume)
-        return {**summary, "mode": "rm", "headline": self.runtime.headline(["rm/accuracy", "eval/rm/accuracy"])}
-
-    def shutdown(self) -> None:
-        self.runtime.shutdown()
-
-    def request_stop(self) -> None:
-        self.runtime.request_stop()
+        return self._run("rm", self.train_step, self.evaluate if self.eval_pairs else None,
+                         self.sampler.state_dict, self.sampler.load_state_dict, ["rm/accuracy", "eval/rm/accuracy"])
 
     def train_step(self, step: int) -> dict:
         # 1. The next pairs; 2. one optimizer step over them on the reward-model replicas.

@@ -33,8 +33,8 @@ from rlhf.data.batching import padded_preference_batch
 from rlhf.data.examples import PreferenceExample, train_and_eval
 from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import (ModeRuntime, generate_rollout, padded_size, push_policy_weights, reference_is_folded,
-                                reference_logps, score_rollout, train_on)
+from rlhf.modes.runtime import (ModeDriver, ModeRuntime, generate_rollout, padded_size, push_policy_weights,
+                                reference_is_folded, reference_logps, score_rollout, train_on)
 from rlhf.pairs import best_worst_pairs, win_rate
 from rlhf.records import RolloutBatch
 from rlhf.rollout.select import choose_engine
@@ -60,7 +60,7 @@ def pairs_from_rollout(rollout: RolloutBatch, prompts: list[Prompt], scores: tor
     return examples
 
 
-class RLAIFDriver:
+class RLAIFDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         data = cfg.data
@@ -83,26 +83,10 @@ class RLAIFDriver:
                                    self.data_counts)
         self.baseline_scores: Optional[list[float]] = None
         """The starting policy's held-out scores, the other side of every win-rate."""
-        self._resume = False
-
-    def group_names(self) -> list[str]:
-        return self.runtime.group_names()
-
-    def start(self, resume: bool = False) -> None:
-        self.runtime.start()
-        self._resume = resume
 
     def run(self) -> dict:
-        summary = self.runtime.run(self.train_step, self.evaluate if self.eval_prompts else None,
-                                   self.state_dict, self.load_state_dict, self._resume)
-        keys = ["reward/mean", "eval/win_rate", "eval/reward/mean"]
-        return {**summary, "mode": "rlaif", "headline": self.runtime.headline(keys)}
-
-    def shutdown(self) -> None:
-        self.runtime.shutdown()
-
-    def request_stop(self) -> None:
-        self.runtime.request_stop()
+        return self._run("rlaif", self.train_step, self.evaluate if self.eval_prompts else None,
+                         self.state_dict, self.load_state_dict, ["reward/mean", "eval/win_rate", "eval/reward/mean"])
 
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.state_dict(), "baseline_scores": self.baseline_scores}

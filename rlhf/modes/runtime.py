@@ -256,3 +256,27 @@ class ModeRuntime:
             first = self.start_metrics.get(key, values[0] if values else float("nan"))
             out[key] = (first, values[-1] if values else float("nan"))
         return out
+
+
+class ModeDriver:
+    """The lifecycle every mode driver shares; a mode adds `train_step`, `evaluate` and its `run`."""
+
+    runtime: "ModeRuntime"
+    _resume: bool = False
+
+    def group_names(self) -> list[str]:
+        return self.runtime.group_names()
+
+    def start(self, resume: bool = False) -> None:
+        self.runtime.start()
+        self._resume = resume
+
+    def shutdown(self) -> None:
+        self.runtime.shutdown()
+
+    def request_stop(self) -> None:
+        self.runtime.request_stop()
+
+    def _run(self, mode: str, train_step, evaluate, save_state, load_state, headline_keys: list[str]) -> dict:
+        summary = self.runtime.run(train_step, evaluate, save_state, load_state, self._resume)
+        return {**summary, "mode": mode, "headline": self.runtime.headline(headline_keys)}

@@ -14,12 +14,12 @@ from rlhf.data.batching import collate_sft, pack_examples, pad_sft_rows
 from rlhf.data.examples import SFTExample, check_context, load_sft_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, ensure_chat_template
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import ModeRuntime, evaluate_on, padded_size, train_on
+from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
 
 
-class SFTDriver:
+class SFTDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         data = cfg.data
@@ -36,7 +36,6 @@ class SFTDriver:
         # The sampler walks rows in reshuffled epochs; its position is checkpointed.
         self.sampler = PromptSampler(self.train_rows, cfg.trainer.seed, data.shuffle)
         self.runtime = ModeRuntime(cfg, "policy", {}, self.data_counts)
-        self._resume = False
 
     def _rows(self, examples: list[SFTExample], shuffle_seed=None) -> list[list[SFTExample]]:
         if not self.cfg.data.packing:
@@ -46,23 +45,9 @@ class SFTDriver:
             random.Random(f"pack-{shuffle_seed}").shuffle(examples)
         return pack_examples(examples, self.cfg.data.max_prompt_tokens + self.cfg.data.max_response_tokens)
 
-    def group_names(self) -> list[str]:
-        return self.runtime.group_names()
-
-    def start(self, resume: bool = False) -> None:
-        self.runtime.start()
-        self._resume = resume
-
     def run(self) -> dict:
-        summary = self.runtime.run(self.train_step, self.evaluate if self.eval_rows else None,
-                                   self.sampler.state_dict, self.sampler.load_state_dict, self._resume)
-        return {**summary, "mode": "sft", "headline": self.runtime.headline(["sft/loss", "eval/sft/loss"])}
-
-    def shutdown(self) -> None:
-        self.runtime.shutdown()
-
-    def request_stop(self) -> None:
-        self.runtime.request_stop()
+        return self._run("sft", self.train_step, self.evaluate if self.eval_rows else None,
+                         self.sampler.state_dict, self.sampler.load_state_dict, ["sft/loss", "eval/sft/loss"])
 
     def train_step(self, step: int) -> dict:
         # 1. The next rows; 2. one optimizer step over them on the policy replicas.
