@@ -222,6 +222,11 @@ class AlgorithmConfig:
     entropy_coef: float = 0.0
     whiten_advantages: bool = True
     """Whiten GAE advantages over the batch (critic-free estimators normalise on their own)."""
+    old_logprobs: str = "auto"
+    """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
+    forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
+    `rollout` (the engine's own log-probs of its samples; one forward fewer per step), or `auto`
+    (rollout with the built-in engine in float32, whose model is the trainer's, else recompute)."""
     kl: KLConfig = field(default_factory=KLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Preference loss of the dpo and rlaif modes."""
@@ -235,6 +240,7 @@ class AlgorithmConfig:
         _check(self.value_clip_eps is None or self.value_clip_eps > 0, "algorithm.value_clip_eps", "must be > 0 or null")
         _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
         _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
+        _one_of(self.old_logprobs, ("auto", "recompute", "rollout"), "algorithm.old_logprobs")
 
     @property
     def uses_critic(self) -> bool:

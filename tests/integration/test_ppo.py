@@ -34,6 +34,8 @@ def tiny_config(assets, output_dir, *extra):
         "trainer.zero_stage=2",
         "ray.policy.replicas=2",
         "logging.progress=false",
+        # The policy recomputes the engine's log-probs, so every step measures the sync gap.
+        "algorithm.old_logprobs=recompute",
         *extra,
     ])
 
