@@ -115,6 +115,7 @@ class DistillDriver(ModeDriver):
                                    self.data_counts)
         self.pushed_version = 0
         """The policy step whose weights the student's engines hold."""
+        self.engines_warm = False
 
     def run(self) -> dict:
         if self.offline:
@@ -200,6 +201,8 @@ class DistillDriver(ModeDriver):
         answers = {}
         # 1. One answer per held-out prompt from the student and from the teacher, same seed and engine kind.
         for who, engines in (("student", groups["rollout"]), ("teacher", groups["teacher"])):
+            if not self.engines_warm:  # an engine's first call pays one-time costs; keep them out of tokens/s
+                generate_rollout(cfg, engines, self.tokenizer, self.eval_prompts[:2], 1, seed=0, policy_version=step)
             start = time.perf_counter()
             rollout = generate_rollout(cfg, engines, self.tokenizer, self.eval_prompts, 1,
                                        seed=EVAL_SEED + cfg.trainer.seed, policy_version=step)
@@ -207,6 +210,7 @@ class DistillDriver(ModeDriver):
             answers[who] = rollout
             metrics[f"eval/{who}/tokens_per_s"] = float(rollout.response_mask.sum()) / seconds
             metrics[f"eval/{who}/task_score"] = float(self.task_score.score(rollout.prompts, rollout.responses).mean())
+        self.engines_warm = True
         # 2. Divergence to the teacher on the student's own answers (padded rows weigh 0).
         batch = teacher_scored_batch(groups["teacher"], answers["student"])
         size = padded_size(len(batch), cfg.ray.policy.replicas, cfg.trainer.micro_batch_size)
