@@ -2,6 +2,7 @@
 engine), the tiny policy as the student and the tiny teacher asset (twice its size, trained on the task)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -31,8 +32,9 @@ def _placed_groups(cfg) -> set[str]:
         return set(json.load(fh))
 
 
-def test_on_policy_distillation_lowers_held_out_divergence(tiny_assets, ray_session, tmp_path):
-    cfg = distill_config(tiny_assets, tmp_path, "trainer.steps=10", "trainer.eval_steps=0")
+def test_on_policy_distillation_lowers_held_out_divergence_and_resumes(tiny_assets, ray_session, tmp_path):
+    cfg = distill_config(tiny_assets, tmp_path / "straight", "trainer.steps=10", "trainer.eval_steps=0",
+                         "trainer.save_steps=5")
     summary = run_training(cfg)
     rows = read_metrics(cfg.trainer.output_dir)
     assert _placed_groups(cfg) == {"policy", "teacher", "rollout"}
@@ -50,6 +52,17 @@ def test_on_policy_distillation_lowers_held_out_divergence(tiny_assets, ray_sess
     for who in ("student", "teacher"):
         assert end[f"eval/{who}/tokens_per_s"] > 0
     assert summary["headline"]["eval/distill/divergence"][1] == end["eval/distill/divergence"]
+    # Stopped right after the step-5 checkpoint, then resumed: the restored student's weights are pushed to
+    # the engines and the sampler continues, so the same samples and divergences follow.
+    out = tmp_path / "resumed"
+    shutil.copytree(cfg.trainer.output_dir, out)
+    shutil.rmtree(out / "checkpoints" / "step_10")
+    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
+    resumed = read_metrics(str(out))
+    assert [r["step"] for r in resumed] == list(range(11))
+    for a, b in zip(resumed[6:], rows[6:]):
+        assert a["distill/divergence"] == pytest.approx(b["distill/divergence"], abs=1e-4), a["step"]
+    assert resumed[-1]["eval/distill/divergence"] == pytest.approx(end["eval/distill/divergence"], abs=1e-4)
 
 
 def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_session, tmp_path):
