@@ -5,6 +5,7 @@ Layout of ``out_dir``::
     policy/      LlamaForCausalLM + tokenizer   (policy and reference)
     reward/      LlamaForSequenceClassification (num_labels=1) + tokenizer (reward and critic)
     judge/       a smaller LlamaForCausalLM trained to grade letters answers by the packaged rubric
+    teacher/     a larger LlamaForCausalLM trained on correct letters answers (the distillation teacher)
     data/        task_*, sft_*, prefs_* JSONL files and general_eval.txt
     assets.json  what was built: seed, sizes, parameter counts, relative paths
 
@@ -26,6 +27,7 @@ import transformers
 from rlhf.assets.datasets import split_prompts, write_datasets
 from rlhf.assets.judge import JUDGE_SPEC, train_judge
 from rlhf.assets.models import TinyModelSpec, build_policy, build_reward, count_params
+from rlhf.assets.teacher import TEACHER_SPEC, train_teacher
 from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer
 from rlhf.rewards.rubric import load_rubric
 
@@ -40,6 +42,7 @@ class AssetPaths:
     policy: Path
     reward: Path
     judge: Path
+    teacher: Path
     data: Path
     manifest: Path
 
@@ -52,7 +55,7 @@ class AssetPaths:
         """Paths of an asset folder laid out by ``build_assets`` (not checked for existence)."""
         root = Path(out_dir).resolve()
         return cls(root=root, policy=root / "policy", reward=root / "reward", judge=root / "judge",
-                   data=root / "data",
+                   teacher=root / "teacher", data=root / "data",
                    manifest=root / MANIFEST)
 
 
@@ -62,6 +65,7 @@ def build_assets(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     spec: TinyModelSpec = TinyModelSpec(),
     judge: bool = True,
+    teacher: bool = True,
 ) -> AssetPaths:
     """Train the tokenizer, initialise the models, write the datasets; return their paths.
 
@@ -94,6 +98,13 @@ def build_assets(
         judge_model.save_pretrained(paths.judge)
         tok.save_pretrained(paths.judge)
         params["judge"] = count_params(judge_model)
+    teacher_training = None
+    if teacher:  # trained (about 4 CPU-seconds) on correct answers to train prompts only
+        teacher_model = build_policy(TEACHER_SPEC, seed=seed + 3, **ids)
+        teacher_training = train_teacher(teacher_model, tok, split_prompts(seed)[0], seed=seed)
+        teacher_model.save_pretrained(paths.teacher)
+        tok.save_pretrained(paths.teacher)
+        params["teacher"] = count_params(teacher_model)
 
     manifest = {
         "seed": seed,
@@ -102,10 +113,12 @@ def build_assets(
         "spec": spec.to_dict(),
         "params": params,
         "judge_training": judge_training,
+        "teacher_training": teacher_training,
         "paths": {
             "policy": "policy",
             "reward": "reward",
             **({"judge": "judge"} if judge else {}),
+            **({"teacher": "teacher"} if teacher else {}),
             "data": {name: f"data/{name}" for name in data_files},
         },
         "rows": {name: _count_lines(p) for name, p in data_files.items()},

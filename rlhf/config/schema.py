@@ -58,6 +58,8 @@ class ModelConfig:
     """Sequence-classification reward model, used when `reward.source` is `model`."""
     critic_path: Optional[str] = None
     """Value model start point; defaults to `reward_path`, else `path` with a fresh scalar head."""
+    teacher_path: Optional[str] = None
+    """Distill: the frozen teacher causal LM (any size; the same tokenizer as `path`)."""
     dtype: str = "float32"
     """Weights and compute precision of every model: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
@@ -202,14 +204,41 @@ class DPOConfig:
         return self.loss_type != "simpo"
 
 
-MODES = ("ppo", "sft", "rm", "dpo", "rlaif")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+"""Per-token divergences of the distill mode (rlhf/losses/distill.py)."""
+
+
+@dataclass
+class DistillConfig:
+    mode: str = "on_policy"
+    """`on_policy`: the student samples, the teacher scores every sampled position, the student
+    minimises `divergence` there (GKD). `offline`: the teacher answers the train prompts through its
+    rollout engine, the answers are saved as a dataset and the student is fine-tuned on it (SFT)."""
+    divergence: str = "jsd"
+    """On-policy loss per response token: forward_kl KL(teacher||student), reverse_kl KL(student||teacher),
+    or jsd, the generalised Jensen-Shannon divergence with `jsd_beta`."""
+    jsd_beta: float = 0.5
+    """JSD weight of the teacher in the mixture, in (0, 1): near 0 it behaves as beta * forward KL,
+    near 1 as (1 - beta) * reverse KL; 0.5 is the symmetric Jensen-Shannon divergence."""
+    temperature: float = 1.0
+    """Both distributions are softened by this temperature before the divergence (sampling uses rollout.temperature)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("on_policy", "offline"), "algorithm.distill.mode")
+        _one_of(self.divergence, DIVERGENCES, "algorithm.distill.divergence")
+        _check(0 < self.jsd_beta < 1, "algorithm.distill.jsd_beta", "must be in (0, 1)")
+        _check(self.temperature > 0, "algorithm.distill.temperature", "must be > 0")
+
+
+MODES = ("ppo", "sft", "rm", "dpo", "rlaif", "distill")
 
 
 @dataclass
 class AlgorithmConfig:
     name: str = "ppo"
-    """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, or rlaif (online DPO
-    on pairs the reward source, e.g. an AI judge, ranks among the policy's own samples)."""
+    """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, rlaif (online DPO
+    on pairs the reward source, e.g. an AI judge, ranks among the policy's own samples), or distill
+    (the policy is a student of the frozen `model.teacher_path`)."""
     advantage: str = "gae"
     """`gae` (PPO with the critic group) or a critic-free estimator: grpo, rloo, reinforce_pp."""
     gamma: float = 1.0
@@ -230,6 +259,7 @@ class AlgorithmConfig:
     kl: KLConfig = field(default_factory=KLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Preference loss of the dpo and rlaif modes."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         _one_of(self.name, MODES, "algorithm.name")
@@ -418,6 +448,8 @@ class RayConfig:
     reference: GroupConfig = field(default_factory=GroupConfig)
     reward: GroupConfig = field(default_factory=GroupConfig)
     rollout: GroupConfig = field(default_factory=GroupConfig)
+    teacher: GroupConfig = field(default_factory=GroupConfig)
+    """Distill: the frozen teacher (its log-probs and its rollout engine)."""
 
     def __post_init__(self) -> None:
         _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
@@ -466,6 +498,7 @@ class Config:
         mode = self.algorithm.name
         if mode in ("ppo", "rlaif"):  # the modes that generate and score
             self._validate_reward_sources()
+        if mode in ("ppo", "rlaif", "distill"):  # the modes that generate
             self._validate_rollout()
         if self.model.lora.rank > 0 and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
             _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
@@ -486,6 +519,8 @@ class Config:
             f"mini_batch_size ({self.trainer.mini_batch_size}) must be a multiple of "
             f"ray.{trained}.replicas * micro_batch_size ({replicas} * {self.trainer.micro_batch_size})",
         )
+        if mode == "distill":
+            self._validate_distill()
         if mode == "rlaif":
             _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
                    "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
@@ -517,6 +552,13 @@ class Config:
                 "rollout.samples_per_prompt",
                 f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
             )
+
+    def _validate_distill(self) -> None:
+        _check(bool(self.model.teacher_path), "model.teacher_path", "is required for algorithm.name=distill")
+        if self.algorithm.distill.mode == "on_policy":
+            rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
+            _check(rollout_batch % self.trainer.mini_batch_size == 0, "trainer.mini_batch_size",
+                   f"must divide the on-policy batch (prompts_per_step * samples_per_prompt = {rollout_batch})")
 
     def _validate_rollout(self) -> None:
         if self.rollout.tensor_parallel_size > 1:

@@ -38,6 +38,14 @@ def policy_logprobs(
     return logprobs, entropy
 
 
+def response_vocab_logprobs(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor,
+                            prompt_len: int) -> torch.Tensor:
+    """Log-probs over the whole vocabulary at each response token's position, [B, R, V] float32:
+    what a distillation teacher hands the student (position P-1+r predicts response token r)."""
+    logits = causal_lm_logits(model, sequences, attention_mask)[:, prompt_len - 1: -1]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
 def token_values(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The scalar head of a sequence classifier read at every position: [B, T].
 
