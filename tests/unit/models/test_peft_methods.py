@@ -129,3 +129,15 @@ def test_critic_cannot_take_virtual_tokens(tiny_assets):
     cfg = ModelConfig(path=str(tiny_assets.policy), peft=PeftConfig(type="prompt_tuning"))
     with pytest.raises(ValueError, match="prompt_tuning is for causal LMs"):
         apply_peft(load_causal_lm(str(tiny_assets.policy)), dataclasses.replace(cfg), "SEQ_CLS")
+
+
+def test_ia3_critic_reads_values_and_trains_its_head(tiny_assets):
+    from rlhf.models.forward import response_values
+    from rlhf.models.loading import load_value_model
+
+    path = str(tiny_assets.policy)
+    critic = apply_peft(load_value_model(path), ModelConfig(path=path, peft=PeftConfig(type="ia3")), "SEQ_CLS")
+    trained = {n for n, p in critic.named_parameters() if p.requires_grad}
+    assert any("ia3_l" in n for n in trained) and any("score" in n for n in trained)
+    values = response_values(critic, torch.tensor([ROW]), torch.ones(1, len(ROW), dtype=torch.long), 4)
+    assert values.shape == (1, 3) and torch.isfinite(values).all()
