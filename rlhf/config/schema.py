@@ -116,6 +116,11 @@ class ModelConfig:
                f"{self.peft.type} learns virtual tokens, not weights: there is no merged model to save")
 
     @property
+    def virtual_tokens(self) -> int:
+        """Positions taken in front of every sequence by prompt or prefix tuning (0 otherwise)."""
+        return self.peft.num_virtual_tokens if self.peft_method in VIRTUAL_TOKEN_TYPES else 0
+
+    @property
     def peft_method(self) -> Optional[str]:
         """The parameter-efficient method in use, or None when every weight trains."""
         if self.peft.type == "lora":

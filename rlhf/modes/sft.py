@@ -26,7 +26,7 @@ class SFTDriver(ModeDriver):
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if data.apply_chat_template:
             ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
-        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
         train, held_out, self.data_counts = train_and_eval(
             lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
         self.train_rows = self._rows(train, shuffle_seed=cfg.trainer.seed)

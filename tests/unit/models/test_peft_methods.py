@@ -141,3 +141,16 @@ def test_ia3_critic_reads_values_and_trains_its_head(tiny_assets):
     assert any("ia3_l" in n for n in trained) and any("score" in n for n in trained)
     values = response_values(critic, torch.tensor([ROW]), torch.ones(1, len(ROW), dtype=torch.long), 4)
     assert values.shape == (1, 3) and torch.isfinite(values).all()
+
+
+def test_virtual_tokens_count_against_the_context():
+    from rlhf.config import DataConfig
+    from rlhf.data.examples import check_context
+    from rlhf.data.reader import DataError
+
+    data = DataConfig(train_path="/d", max_prompt_tokens=200, max_response_tokens=50)
+    check_context(data, 256)
+    with pytest.raises(DataError, match=r"\+ model.peft.num_virtual_tokens = 258 is over the model's context of 256"):
+        check_context(data, 256, virtual_tokens=8)
+    assert ModelConfig(path="/m", peft=PeftConfig(type="prefix_tuning", num_virtual_tokens=5)).virtual_tokens == 5
+    assert ModelConfig(path="/m", peft=PeftConfig(type="ia3", num_virtual_tokens=5)).virtual_tokens == 0
