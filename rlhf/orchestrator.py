@@ -91,9 +91,8 @@ class PPOOrchestrator:
     # ---------------------------------------------------------------- lifecycle
     @property
     def reference_folded(self) -> bool:
-        """With LoRA the reference is the policy with its adapters disabled: no reference group."""
-        lora = self.cfg.model.lora
-        return lora.rank > 0 and lora.fold_reference
+        """With PEFT (lora, ia3) the reference is the policy with its adapters disabled: no reference group."""
+        return self.cfg.model.peft_method is not None and self.cfg.model.lora.fold_reference
 
     def group_names(self) -> list[str]:
         names = ["policy", "reward", "rollout"] if self.reference_folded else ["policy", "reference", "reward", "rollout"]

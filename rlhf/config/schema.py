@@ -35,17 +35,54 @@ class LoraConfig:
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     """Module names to adapt (e.g. q_proj, v_proj, up_proj), or `all-linear` (every linear but the output head)."""
     critic: bool = True
-    """The critic trains adapters too (its value head always trains fully); false: full critic."""
+    """The critic trains adapters too (its value head always trains fully); false: full critic.
+    Applies to every mergeable `model.peft.type` (lora, ia3)."""
     fold_reference: bool = True
-    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer."""
+    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer.
+    Applies to every `model.peft.type` (the name predates the others)."""
     save_merged: bool = False
-    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged."""
+    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged
+    (lora and ia3; prompt and prefix tuning have nothing to merge into the weights)."""
 
     def __post_init__(self) -> None:
         _check(self.rank >= 0, "model.lora.rank", "must be >= 0 (0 disables LoRA)")
         _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
         _check(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
         _check(bool(self.target_modules), "model.lora.target_modules", "must name at least one module or all-linear")
+
+
+PEFT_TYPES = ("lora", "ia3", "prompt_tuning", "prefix_tuning")
+VIRTUAL_TOKEN_TYPES = ("prompt_tuning", "prefix_tuning")
+"""Methods that add learned virtual tokens instead of changing weights: nothing to merge for an engine."""
+
+
+@dataclass
+class PeftConfig:
+    type: str = "lora"
+    """Parameter-efficient method: `lora` (on when model.lora.rank > 0, settings under model.lora), `ia3`
+    (learned scaling vectors), `prompt_tuning` (learned input embeddings prepended to every sequence) or
+    `prefix_tuning` (learned keys and values prepended in every layer); the last three are on by themselves."""
+    target_modules: list[str] = field(default_factory=list)
+    """ia3: modules whose activations are scaled; empty: PEFT's default for the architecture
+    (Llama: k_proj, v_proj, down_proj)."""
+    feedforward_modules: list[str] = field(default_factory=list)
+    """ia3: the target modules scaled at their input rather than their output (feed-forward layers); empty:
+    PEFT's default (Llama: down_proj). Must be a subset of target_modules when both are set."""
+    num_virtual_tokens: int = 8
+    """prompt_tuning / prefix_tuning: how many virtual tokens are prepended."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.type, PEFT_TYPES, "model.peft.type")
+        _check(self.num_virtual_tokens >= 1, "model.peft.num_virtual_tokens", "must be >= 1")
+        if self.type != "ia3":
+            for key in ("target_modules", "feedforward_modules"):
+                _check(not getattr(self, key), f"model.peft.{key}",
+                       f"is only used by model.peft.type ia3 (got type {self.type}; LoRA's is model.lora.target_modules)")
+        elif self.feedforward_modules:
+            _check(bool(self.target_modules), "model.peft.target_modules",
+                   "must be set when model.peft.feedforward_modules is (they are a subset of it)")
+            extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+            _check(not extra, "model.peft.feedforward_modules", f"{extra} are not in model.peft.target_modules")
 
 
 @dataclass
@@ -65,14 +102,32 @@ class ModelConfig:
     trust_remote_code: bool = False
     """Run code shipped inside model folders. Off: a model folder must not be able to run code by default."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     quantization: str = "none"
     """`nf4` loads the frozen base in 4 bits through bitsandbytes (QLoRA; needs model.lora.rank > 0)."""
 
     def __post_init__(self) -> None:
         _one_of(self.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
         _one_of(self.quantization, ("none", "nf4"), "model.quantization")
-        _check(self.quantization == "none" or self.lora.rank > 0, "model.quantization",
-               "nf4 freezes the base; set model.lora.rank > 0 so there is something to train")
+        _check(self.peft.type == "lora" or self.lora.rank == 0, "model.lora.rank",
+               f"must be 0 with model.peft.type {self.peft.type} (one method at a time; rank > 0 means LoRA)")
+        _check(self.quantization == "none" or (self.peft.type == "lora" and self.lora.rank > 0), "model.quantization",
+               "nf4 freezes the base and is supported with LoRA only (QLoRA); set model.peft.type=lora and "
+               "model.lora.rank > 0")
+        _check(not (self.lora.save_merged and self.peft.type in VIRTUAL_TOKEN_TYPES), "model.lora.save_merged",
+               f"{self.peft.type} learns virtual tokens, not weights: there is no merged model to save")
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Positions taken in front of every sequence by prompt or prefix tuning (0 otherwise)."""
+        return self.peft.num_virtual_tokens if self.peft_method in VIRTUAL_TOKEN_TYPES else 0
+
+    @property
+    def peft_method(self) -> Optional[str]:
+        """The parameter-efficient method in use, or None when every weight trains."""
+        if self.peft.type == "lora":
+            return "lora" if self.lora.rank > 0 else None
+        return self.peft.type
 
 
 @dataclass
@@ -500,12 +555,20 @@ class Config:
             self._validate_reward_sources()
         if mode in ("ppo", "rlaif", "distill"):  # the modes that generate
             self._validate_rollout()
-        if self.model.lora.rank > 0 and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
+        method = self.model.peft_method
+        if method and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
             _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
                    "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
                    "set model.lora.fold_reference=false to use another reference model")
-        _check(mode != "rm" or self.model.lora.rank == 0, "model.lora.rank",
-               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)")
+        _check(mode != "rm" or method is None, "model.lora.rank" if method == "lora" else "model.peft.type",
+               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)"
+               if method == "lora" else f"{method} is not supported for rm: reward-model training trains every weight")
+        if method in VIRTUAL_TOKEN_TYPES and mode in ("ppo", "rlaif"):
+            raise ConfigError(
+                f"model.peft.type: {method} cannot be used with algorithm.name={mode}: its virtual tokens do not merge "
+                "into the base weights, and the rollout engines (vLLM, builtin) generate from plain weights, so they "
+                "would sample from another policy than the one trained; use lora or ia3 (they merge), or "
+                f"{method} with sft or dpo")
         if mode == "ppo":
             _check(not (self.data.eval_path or self.data.eval_fraction), "data.eval_path",
                    "a held-out split is used by sft, rm, dpo and rlaif; ppo does not read one yet")

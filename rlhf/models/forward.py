@@ -11,17 +11,12 @@ from transformers import PreTrainedModel
 
 from rlhf.logprobs import position_ids_from_attention_mask, response_logprobs
 from rlhf.losses import entropy_from_logits
+from rlhf.models.virtual_tokens import lm_logits
 
 
 def causal_lm_logits(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B, T, V] logits with padding-aware position ids."""
-    out = model(
-        input_ids=sequences,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_attention_mask(attention_mask),
-        use_cache=False,
-    )
-    return out.logits
+    """[B, T, V] logits with padding-aware position ids (prompt/prefix tuning's virtual tokens excluded)."""
+    return lm_logits(model, sequences, attention_mask, position_ids_from_attention_mask(attention_mask))
 
 
 def policy_logprobs(

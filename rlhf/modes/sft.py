@@ -66,7 +66,7 @@ class SFTDriver(ModeDriver):
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if data.apply_chat_template:
             ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
-        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
         train, held_out, self.data_counts = train_and_eval(
             lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
         self.steps = SFTSteps(cfg, self.tokenizer.pad_token_id, train, held_out)
