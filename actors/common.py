@@ -40,4 +40,5 @@ def where_am_i() -> dict:
         "pid": os.getpid(),
         "placement_group": ctx.get_placement_group_id(),
         "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()},
+        "thread_env": {key: os.environ.get(key) for key in THREAD_ENV_DEFAULTS},
     }

@@ -9,6 +9,7 @@ from actors.common import prepare_process, where_am_i
 from actors.rollout import build_engine
 from rlhf.config import Config
 from rlhf.models.forward import over_micro_batches, policy_logprobs, response_vocab_logprobs
+from rlhf.training.micro_batches import response_forward
 from rlhf.models.loading import load_causal_lm
 from rlhf.rewards import build_reward_source
 from rlhf.rollout import Generation, SamplingSpec
@@ -27,8 +28,8 @@ class ReferenceActor:
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-        return over_micro_batches(lambda seq, attn: policy_logprobs(self.model, seq, attn, prompt_len)[0],
-                                  self.micro_batch_size, sequences, attention_mask)
+        return response_forward(lambda seq, attn, plen: policy_logprobs(self.model, seq, attn, plen)[0],
+                                self.micro_batch_size, sequences, attention_mask, prompt_len)
 
 
 @ray.remote

@@ -9,12 +9,13 @@ import torch
 from actors.common import prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
-from rlhf.models.forward import in_micro_batches, over_micro_batches, policy_logprobs, response_values
+from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
 from rlhf.records import TrainStats
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
 from rlhf.training.distributed import free_port, init_process_group
+from rlhf.training.micro_batches import plan_micro_batches, response_forward
 
 
 @ray.remote
@@ -86,10 +87,10 @@ class TrainingActor:
         module = self.model.module
         module.eval()
         if self.role == "policy":
-            fn = lambda seq, attn: policy_logprobs(module, seq, attn, prompt_len)[0]  # noqa: E731
+            fn = lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0]  # noqa: E731
         else:
-            fn = lambda seq, attn: response_values(module, seq, attn, prompt_len)  # noqa: E731
-        return over_micro_batches(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask)
+            fn = lambda seq, attn, plen: response_values(module, seq, attn, plen)  # noqa: E731
+        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
 
     @torch.no_grad()
     def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -97,8 +98,8 @@ class TrainingActor:
         module = self.model.module
         module.eval()
         with adapters_disabled(module):
-            return over_micro_batches(lambda seq, attn: policy_logprobs(module, seq, attn, prompt_len)[0],
-                                      self.cfg.trainer.micro_batch_size, sequences, attention_mask)
+            return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
+                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""
@@ -116,10 +117,9 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for s in in_micro_batches(len(mini_batch), self.cfg.trainer.micro_batch_size):
-                micro = mini_batch.select(s)
+            for micro, weight in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
                 loss, metrics = self.objective(module, micro)
-                applied = self.model.backward_step(loss)
+                applied = self.model.backward_step(loss * weight)
                 skipped += applied is False
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v
