@@ -117,9 +117,9 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for micro, weight in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
+            for micro in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
                 loss, metrics = self.objective(module, micro)
-                applied = self.model.backward_step(loss * weight)
+                applied = self.model.backward_step(loss)
                 skipped += applied is False
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v

@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+
+from actors.common import THREAD_ENV_DEFAULTS
 from typing import Optional
 
 import yaml
@@ -80,6 +82,11 @@ def side_env() -> dict:
     # Ray starts its workers at niceness 15 by default; the TRL side runs at the caller's, so on a
     # machine with any other load the comparison would favour TRL by scheduler priority alone.
     env.setdefault("RAY_worker_niceness", "0")
+    # Both sides get the thread environment our actors start with (actors/common.py): with
+    # OpenMP's default spinning, any other process on the machine slowed a 2-thread TRL step up to
+    # 10x, which would make the ratio measure the background load rather than the frameworks.
+    for key, value in THREAD_ENV_DEFAULTS.items():
+        env.setdefault(key, value)
     return env
 
 
@@ -222,7 +229,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                  f"lr {s.learning_rate:g}, {args.steps} steps, {args.repeats} repeat(s)")
     text = (f"\n### {label}\n\n`{command}`{' (our side: ' + ', '.join(args.overrides) + ')' if args.overrides else ''}\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {shape}; load average (1/5 min) {load_before} before, "
-            f"{load_average()} after on {os.cpu_count()} cores.\n\n"
+            f"{load_average()} after on {os.cpu_count()} cores; both sides with "
+            + ", ".join(f"{k}={side_env()[k]}" for k in (*THREAD_ENV_DEFAULTS, "RAY_worker_niceness")) + ".\n\n"
             + comparison_table(label, s.samples_per_step, ours, trl) + phase_table(ours) + memory_table(ours, trl))
     pairs = [(o, t) for o, t in zip(runs["ours"], runs["trl"]) if not o.error and not t.error]
     if len(pairs) > 1:

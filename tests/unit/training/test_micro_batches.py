@@ -1,4 +1,4 @@
-"""Length-sorted, trimmed micro-batches: exact for forwards, token-mean preserving for training."""
+"""Trimmed micro-batches (length-sorted for forwards): the same numbers as plain ones."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,7 @@ from rlhf.masked import masked_mean
 from rlhf.models.forward import over_micro_batches, policy_logprobs
 from rlhf.records import Experience
 from rlhf.training.micro_batches import (
-    length_order, plan_micro_batches, real_columns, response_forward, token_weights, trimmed_bounds,
+    length_order, plan_micro_batches, real_columns, response_forward, trimmed_bounds,
 )
 
 # Prompt block P=3 (left-padded), response block R=4 (right-padded).
@@ -27,13 +27,6 @@ def test_bounds_and_order_by_hand():
     assert trimmed_bounds(MASK[[0, 3]], P) == (1, 5)
     assert trimmed_bounds(MASK[[3]], P) == (2, 4)
     assert length_order(MASK).tolist() == [1, 2, 0, 3]  # lengths 4, 5, 5, 2 -> 5, 5 (stable), 4, 2
-
-
-def test_token_weights_by_hand():
-    # Two micro-batches with 2 and 6 of the 8 tokens: DeepSpeed halves each loss, so x0.5 and x1.5.
-    assert token_weights([2.0, 6.0]) == [0.5, 1.5]
-    assert token_weights([3.0, 3.0, 3.0]) == [1.0, 1.0, 1.0]
-    assert token_weights([0.0, 0.0]) == [1.0, 1.0]
 
 
 def _tiny_model():
@@ -60,15 +53,15 @@ def _experience(advantages: torch.Tensor) -> Experience:
                       None, P)
 
 
-def test_planned_micro_batches_keep_the_mini_batch_token_mean():
+def test_training_micro_batches_keep_order_and_lose_only_padding():
     advantages = torch.arange(16, dtype=torch.float32).reshape(4, 4)
     batch = _experience(advantages)
     plan = plan_micro_batches(batch, 2)
-    assert [len(m) for m, _ in plan] == [2, 2]
-    # Longest rows (1, 2) together, trimmed to columns 1..6; then rows 0 and 3, to columns 1..4.
-    assert plan[0][0].sequences.shape == (2, 6) and plan[0][0].prompt_len == 2
-    assert plan[1][0].sequences.shape == (2, 4) and plan[1][0].response_mask.shape == (2, 2)
-    assert plan[1][0].advantages.tolist() == [[0.0, 1.0], [12.0, 13.0]]
-    # What DeepSpeed computes: the mean over micro-batches of weight * micro-batch token mean.
-    accumulated = sum(w * masked_mean(m.advantages, m.response_mask) for m, w in plan) / len(plan)
-    assert torch.isclose(accumulated, masked_mean(advantages, batch.response_mask))
+    # Rows 0, 1 (columns 1..6 used) then rows 2, 3 (columns 1..5): same order, each trimmed.
+    assert [m.sequences.shape for m in plan] == [(2, 6), (2, 5)]
+    assert [m.prompt_len for m in plan] == [2, 2]
+    assert plan[1].advantages.tolist() == [[8.0, 9.0, 10.0], [12.0, 13.0, 14.0]]
+    for micro, rows in zip(plan, ([0, 1], [2, 3])):
+        assert torch.equal(micro.sequences, batch.sequences[rows, 1:1 + micro.sequences.shape[1]])
+        assert masked_mean(micro.advantages, micro.response_mask) == masked_mean(advantages[rows],
+                                                                                 batch.response_mask[rows])
