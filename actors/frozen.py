@@ -27,9 +27,10 @@ class ReferenceActor:
         return where_am_i()
 
     @torch.no_grad()
-    def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                trim: bool = True) -> torch.Tensor:
         return response_forward(lambda seq, attn, plen: policy_logprobs(self.model, seq, attn, plen)[0],
-                                self.micro_batch_size, sequences, attention_mask, prompt_len)
+                                self.micro_batch_size, sequences, attention_mask, prompt_len, trim)
 
 
 @ray.remote

@@ -93,13 +93,14 @@ class TrainingActor:
         return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
 
     @torch.no_grad()
-    def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                          trim: bool = True) -> torch.Tensor:
         """Reference log-probs [B, R] from the policy with its adapters disabled (the starting model)."""
         module = self.model.module
         module.eval()
         with adapters_disabled(module):
             return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
-                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
+                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len, trim)
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""

@@ -198,6 +198,10 @@ class RolloutConfig:
     """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
     tensor_parallel_size: int = 1
     """vLLM: GPUs one engine spans; `ray.rollout.num_gpus` must match."""
+    async_generation: bool = False
+    """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
+    update while the trainers run step t, so generation overlaps training; each batch is one update
+    old (`rollout/policy_lag` 1), which the PPO ratio corrects when the old log-probs are the engine's."""
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
@@ -624,6 +628,12 @@ class Config:
                    f"must divide the on-policy batch (prompts_per_step * samples_per_prompt = {rollout_batch})")
 
     def _validate_rollout(self) -> None:
+        if self.rollout.async_generation:
+            _check(self.algorithm.name == "ppo", "rollout.async_generation",
+                   f"only PPO overlaps generation with training; algorithm.name is {self.algorithm.name!r}")
+            _check(not (self.ray.colocate and self.ray.rollout.num_gpus > 0), "rollout.async_generation",
+                   "cannot overlap generation with training while colocated engines sleep during training "
+                   "(ray.colocate with GPUs); turn one of them off")
         if self.rollout.tensor_parallel_size > 1:
             _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
             _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",

@@ -127,7 +127,9 @@ def reference_logps(reference: ActorGroup, batch: PreferenceBatch,
     attention_mask = torch.cat([batch.chosen_attention_mask, batch.rejected_attention_mask])
     response_mask = torch.cat([batch.chosen_response_mask, batch.rejected_response_mask])
     parts = zip(torch.tensor_split(sequences, len(reference)), torch.tensor_split(attention_mask, len(reference)))
-    refs = reference.call_each(method, [(s, a, batch.prompt_len) for s, a in parts if len(s)])
+    # Untrimmed: the policy's DPO loss runs these rows untrimmed, and at step 0 (or with adapters
+    # disabled) policy and reference must agree exactly, not to float rounding.
+    refs = reference.call_each(method, [(s, a, batch.prompt_len, False) for s, a in parts if len(s)])
     logps = masked_sum(torch.cat(ray.get(refs)), response_mask, dim=-1)
     return logps[:len(batch)], logps[len(batch):]
 

@@ -1,6 +1,7 @@
 """Spread one step's prompts over the rollout engines and put their answers back in order."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import ray
@@ -31,14 +32,34 @@ def merge_generations(chunk_sizes: list[int], per_engine: list[list[Generation]]
     return merged
 
 
+@dataclass
+class PendingGenerations:
+    """Generation requests in flight on the engines (object refs), one chunk of prompts per engine."""
+
+    chunk_sizes: list[int]
+    refs: list
+
+
+def submit_to_engines(
+    engines: list, prompt_token_ids: list[list[int]], spec_for_engine: Callable[[int], SamplingSpec]
+) -> PendingGenerations:
+    """Start generating on every engine at once (actor handles with `generate`); engine i samples
+    with spec_for_engine(i). Returns without waiting."""
+    chunks = [c for c in split_evenly(prompt_token_ids, len(engines)) if c]
+    refs = [engine.generate.remote(chunk, spec_for_engine(i)) for i, (engine, chunk) in enumerate(zip(engines, chunks))]
+    return PendingGenerations([len(c) for c in chunks], refs)
+
+
+def collect_generations(pending: PendingGenerations, fetch: Callable[[list], list] = ray.get) -> list[Generation]:
+    """Wait for submitted requests (`fetch`: the driver passes a fail-fast wait) and merge them in order."""
+    return merge_generations(pending.chunk_sizes, fetch(pending.refs))
+
+
 def generate_on_engines(
     engines: list,
     prompt_token_ids: list[list[int]],
     spec_for_engine: Callable[[int], SamplingSpec],
     fetch: Callable[[list], list] = ray.get,
 ) -> list[Generation]:
-    """Generate on every engine at once (actor handles with `generate`); engine i samples with
-    spec_for_engine(i). `fetch` waits for the object refs (the driver passes a fail-fast wait)."""
-    chunks = [c for c in split_evenly(prompt_token_ids, len(engines)) if c]
-    refs = [engine.generate.remote(chunk, spec_for_engine(i)) for i, (engine, chunk) in enumerate(zip(engines, chunks))]
-    return merge_generations([len(c) for c in chunks], fetch(refs))
+    """Submit and wait: every engine's share of the prompts, merged back in order."""
+    return collect_generations(submit_to_engines(engines, prompt_token_ids, spec_for_engine), fetch)

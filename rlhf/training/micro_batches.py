@@ -50,14 +50,21 @@ def response_forward(
     sequences: torch.Tensor,
     attention_mask: torch.Tensor,
     prompt_len: int,
+    trim: bool = True,
 ) -> torch.Tensor:
     """`fn(seq, attn, prompt_len) -> [b, r]` over length-sorted, trimmed micro-batches: [B, R] float32
-    in the original row order, zeros beyond each micro-batch's longest response."""
+    in the original row order, zeros beyond each micro-batch's longest response.
+
+    `trim=False` keeps arrival order and full width: the numbers then match, bit for bit, a model
+    that runs the same rows in the same micro-batches untrimmed (DPO's step-0 policy == reference);
+    trimmed shapes change the kernels' summation order, so they agree only to float rounding.
+    """
     rows, response_width = sequences.shape[0], sequences.shape[1] - prompt_len
     out = torch.zeros(rows, response_width)
-    for index in sorted_slices(rows, micro_batch_size, length_order(attention_mask)):
+    order = length_order(attention_mask) if trim else torch.arange(rows)
+    for index in sorted_slices(rows, micro_batch_size, order):
         attn = attention_mask[index]
-        start, end = trimmed_bounds(attn, prompt_len)
+        start, end = trimmed_bounds(attn, prompt_len) if trim else (0, attention_mask.shape[1])
         part = fn(sequences[index, start:end], attn[:, start:end], prompt_len - start)
         out[index, : end - prompt_len] = part.float()
     return out

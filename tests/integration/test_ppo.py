@@ -128,3 +128,16 @@ def tiny_config_from(cfg, output_dir):
     import dataclasses
 
     return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(output_dir)))
+
+
+def test_async_generation_learns_one_update_behind(tiny_assets, ray_session, tmp_path):
+    # Off-by-one: step t+1 is generated (with the weights before step t's update) while step t
+    # trains. Same learning bar as the synchronous run; every batch after the first is one update old.
+    cfg = tiny_config(tiny_assets, tmp_path, "rollout.async_generation=true", "trainer.save_steps=0",
+                      "trainer.save_hf_model=false", "algorithm.old_logprobs=auto")
+    summary = run_training(cfg)
+    metrics = read_metrics(str(tmp_path))
+    assert summary["old_logprobs"] == "rollout engine"
+    assert [m["rollout/policy_lag"] for m in metrics] == [0] + [1] * (STEPS - 1)
+    first, last = _mean(metrics[:10], "reward/mean"), _mean(metrics[-10:], "reward/mean")
+    assert last > 1.5 * first and last > first + 0.03, (first, last)

@@ -179,3 +179,12 @@ def test_peft_method_is_on_by_itself_except_lora_which_needs_a_rank():
         for method in ("prompt_tuning", "prefix_tuning"):
             cfg = load(None, BASE + [f"algorithm.name={mode}", f"model.peft.type={method}"])
             assert cfg.model.peft_method == method and cfg.model.peft.num_virtual_tokens == 8
+
+
+def test_async_generation_only_for_ppo_and_not_with_sleeping_engines():
+    base = ["model.path=/m", "data.train_path=/d.jsonl", "rollout.async_generation=true"]
+    assert load(None, base).rollout.async_generation
+    with pytest.raises(ConfigError, match="rollout.async_generation.*only PPO"):
+        load(None, base + ["algorithm.name=rlaif", "reward.source=function"])
+    with pytest.raises(ConfigError, match="rollout.async_generation.*colocate"):
+        load(None, base + ["ray.colocate=true", "ray.rollout.num_gpus=1"])
