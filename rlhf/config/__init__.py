@@ -5,6 +5,7 @@ from rlhf.config.schema import (
     Config,
     ConfigError,
     DataConfig,
+    EvalConfig,
     GroupConfig,
     KLConfig,
     LoggingConfig,
@@ -18,7 +19,7 @@ from rlhf.config.schema import (
 )
 
 __all__ = [
-    "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "GroupConfig", "KLConfig", "LoggingConfig",
+    "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "GroupConfig", "KLConfig", "LoggingConfig",
     "LoraConfig", "ModelConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
     "all_keys", "dump", "load", "parse_override", "to_dict",
 ]
