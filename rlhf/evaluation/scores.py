@@ -1,8 +1,9 @@
 """Pure numbers of evaluation: perplexity, relative change, general drop, target gain, the gate.
 
 The general ability of a model is measured by two probes; its *drop* against the starting model
-is the worse of the two: the relative rise of the held-out perplexity, and the relative fall of
-the share of general prompts answered right. A probe the starting model scores nothing on (no
+is the worse of the two: the relative fall of the held-out text's per-token (geometric-mean)
+probability, 1 / perplexity, i.e. 1 - ppl_start / ppl_now, and the relative fall of the share of
+general prompts answered right. Both are fractions of the starting ability, at most 1. A probe the starting model scores nothing on (no
 right answer) cannot drop and is left out, rather than dividing by zero.
 """
 from __future__ import annotations
@@ -33,12 +34,12 @@ def relative_change(start: float, now: float) -> float:
 def general_drop(start: dict, now: dict) -> dict[str, float]:
     """Per-probe drops (a positive number is a loss of ability) and their maximum under DROP.
 
-    Perplexity: 40 -> 44 is a drop of 0.10. Accuracy: 0.50 -> 0.40 is a drop of 0.20.
+    Perplexity: 40 -> 50 is a drop of 1 - 40/50 = 0.20. Accuracy: 0.50 -> 0.40 is a drop of 0.20.
     Improvements are negative drops; the overall drop is never below 0.
     """
     drops = {}
     if PERPLEXITY in start and PERPLEXITY in now:
-        drops["eval/general/perplexity_drop"] = relative_change(start[PERPLEXITY], now[PERPLEXITY])
+        drops["eval/general/perplexity_drop"] = -relative_change(1 / start[PERPLEXITY], 1 / now[PERPLEXITY])
     if ACCURACY in start and ACCURACY in now and start[ACCURACY] > 0:
         drops["eval/general/accuracy_drop"] = -relative_change(start[ACCURACY], now[ACCURACY])
     finite = [d for d in drops.values() if math.isfinite(d)]

@@ -26,15 +26,17 @@ def test_relative_change_and_its_undefined_cases():
 
 def test_general_drop_is_the_worse_probe_and_never_negative():
     start = {PERPLEXITY: 40.0, ACCURACY: 0.5}
-    drops = general_drop(start, {PERPLEXITY: 44.0, ACCURACY: 0.4})
-    assert drops["eval/general/perplexity_drop"] == pytest.approx(0.10)
-    assert drops["eval/general/accuracy_drop"] == pytest.approx(0.20)
+    # Perplexity 40 -> 50: per-token probability 1/40 -> 1/50, a fall of 20%.
+    drops = general_drop(start, {PERPLEXITY: 50.0, ACCURACY: 0.45})
+    assert drops["eval/general/perplexity_drop"] == pytest.approx(0.20)
+    assert drops["eval/general/accuracy_drop"] == pytest.approx(0.10)
     assert drops[DROP] == pytest.approx(0.20)
-    better = general_drop(start, {PERPLEXITY: 30.0, ACCURACY: 0.6})
+    assert general_drop(start, {PERPLEXITY: 400.0, ACCURACY: 0.4})[DROP] == pytest.approx(0.90)  # bounded by 1
+    better = general_drop(start, {PERPLEXITY: 32.0, ACCURACY: 0.6})
     assert better["eval/general/perplexity_drop"] == pytest.approx(-0.25) and better[DROP] == 0.0
     # A probe the start scores 0 on cannot drop: left out instead of dividing by zero.
-    assert general_drop({PERPLEXITY: 10.0, ACCURACY: 0.0}, {PERPLEXITY: 11.0, ACCURACY: 0.0}) == {
-        "eval/general/perplexity_drop": pytest.approx(0.1), DROP: pytest.approx(0.1)}
+    assert general_drop({PERPLEXITY: 10.0, ACCURACY: 0.0}, {PERPLEXITY: 12.5, ACCURACY: 0.0}) == {
+        "eval/general/perplexity_drop": pytest.approx(0.2), DROP: pytest.approx(0.2)}
     assert general_drop({}, {}) == {DROP: 0.0}
 
 
@@ -62,16 +64,16 @@ def test_tracker_keeps_the_best_point_within_the_limit_and_stops_over_it():
     start = {"eval/sft/loss": 4.0, PERPLEXITY: 40.0}
     v0 = tracker.observe(0, start)
     assert v0.action == "ok" and v0.new_best and start[DROP] == 0.0 and start["eval/target/gain"] == 0.0
-    p1 = {"eval/sft/loss": 2.0, PERPLEXITY: 42.0}  # 5% drop, loss halved: best so far
+    p1 = {"eval/sft/loss": 2.0, PERPLEXITY: 42.0}  # 4.8% drop, loss halved: best so far
     assert tracker.observe(10, p1) .new_best and p1["eval/target/gain"] == pytest.approx(0.5)
     p2 = {"eval/sft/loss": 2.5, PERPLEXITY: 43.0}  # within, but worse target: not the best
     assert not tracker.observe(20, p2).new_best
-    p3 = {"eval/sft/loss": 1.0, PERPLEXITY: 50.0}  # 25% drop: over the limit, never the best
+    p3 = {"eval/sft/loss": 1.0, PERPLEXITY: 50.0}  # 20% drop: over the limit, never the best
     v3 = tracker.observe(30, p3)
     assert v3.action == "stop" and not v3.new_best and p3[OVER_LIMIT] == 1
     summary = tracker.summary("out/best")
     assert summary["best_step"] == 10 and summary["gate"] == "stopped"
-    assert summary["general_drop"] == pytest.approx(0.25) and summary["target_gain"] == pytest.approx(0.75)
+    assert summary["general_drop"] == pytest.approx(0.20) and summary["target_gain"] == pytest.approx(0.75)
     # The state survives a checkpoint round trip.
     again = EvalTracker("sft", 0.10, "stop")
     again.load_state_dict(tracker.state_dict())
