@@ -65,11 +65,16 @@ class EvalTracker:
                            "stopping the run" if action == "stop" else "warning only (eval.on_general_drop=warn)")
             self.gate = "stopped" if action == "stop" else "warned"
             return Verdict(action, False)
-        value = target if target is not None else float("nan")
-        new_best = self.max_general_drop is not None and (
-            is_better(value, self.best_target, self.higher_is_better) or self.best_step is None)
+        if self.max_general_drop is None:
+            return Verdict(action, False)  # no limit, no best/ to keep
+        if target is None:  # no held-out split: the latest point within the limit is the best one
+            new_best = True
+        else:
+            new_best = self.best_step is None or is_better(target, self.best_target, self.higher_is_better)
         if new_best:
-            self.best_step, self.best_target = step, (value if math.isfinite(value) else self.best_target)
+            self.best_step = step
+            if target is not None and math.isfinite(target):
+                self.best_target = target
         return Verdict(action, new_best)
 
     def summary(self, best_model: Optional[str]) -> dict:

@@ -68,8 +68,9 @@ def test_harmful_run_stops_at_the_gate_and_keeps_the_best_model_within_it(tiny_a
 
 
 def test_harmful_run_with_warn_runs_to_the_end_and_reports_the_breach(tiny_assets, ray_session, tmp_path, caplog):
+    # Two ZeRO-3 replicas: the probe runs on sharded weights (every rank runs it, rank 0 answers).
     cfg = gate_config(tiny_assets, tmp_path, "trainer.learning_rate=0.003", "trainer.steps=10",
-                      "eval.every_steps=5", "eval.on_general_drop=warn")
+                      "eval.every_steps=5", "eval.on_general_drop=warn", "trainer.zero_stage=3", "ray.policy.replicas=2")
     with caplog.at_level(logging.WARNING, logger="rlhf.evaluation.tracker"):
         summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))

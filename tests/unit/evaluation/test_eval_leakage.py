@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,3 +52,31 @@ def test_check_names_both_files_and_rows(tmp_path):
         check_eval_data(cfg)
     general.write_text("A fresh line.\n")
     check_eval_data(cfg)  # disjoint: no error
+
+
+def test_eval_fraction_split_with_a_duplicate_on_both_sides_is_named(tmp_path):
+    from rlhf.data.examples import train_and_eval
+
+    rows = [{"prompt": f"question {i}", "response": "a"} for i in range(10)] + [{"prompt": "Question 3", "response": "b"}]
+    train = _write(tmp_path / "train.jsonl", rows)
+    cfg = load(None, ["algorithm.name=sft", "model.path=/m", f"data.train_path={train}", "data.eval_fraction=0.5"])
+
+    class Row:  # what the loaders return: objects carrying their 1-based source row
+        def __init__(self, row):
+            self.row = row
+
+    def load_rows(path):
+        return [Row(i) for i in range(1, 12)], {"rows": 11}
+
+    # Rows 4 and 11 hold the same prompt: every seed that puts them on different sides fails, naming
+    # both rows; a seed that keeps them together passes.
+    failed = 0
+    for seed in range(20):
+        try:
+            train_part, held_out, _ = train_and_eval(load_rows, cfg.data, seed)
+        except DataError as err:
+            assert re.search(r"train.jsonl \(held-out rows\):(4|11) = .*train.jsonl:(4|11)", str(err)), str(err)
+            failed += 1
+            continue
+        assert (4 in {r.row for r in train_part}) == (11 in {r.row for r in train_part}), seed
+    assert 0 < failed < 20

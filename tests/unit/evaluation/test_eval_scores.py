@@ -86,3 +86,11 @@ def test_tracker_without_a_limit_only_reports():
     m = {"eval/reward/mean": 0.2, ACCURACY: 0.1}
     v = tracker.observe(5, m)
     assert v.action == "ok" and not v.new_best and m[DROP] == pytest.approx(0.8) and m[OVER_LIMIT] == 0
+
+
+def test_tracker_without_a_target_keeps_the_latest_point_within_the_limit():
+    tracker = EvalTracker("sft", 0.5, "warn")
+    assert tracker.observe(0, {PERPLEXITY: 10.0}).new_best
+    assert tracker.observe(5, {PERPLEXITY: 12.0}).new_best  # 16.7% drop, within 50%
+    assert not tracker.observe(10, {PERPLEXITY: 40.0}).new_best  # 75% drop: over
+    assert tracker.best_step == 5 and tracker.gate == "warned"
