@@ -42,7 +42,10 @@ def summary_lines(ev: dict) -> list[str]:
     for key, (start, end) in ev.get("general", {}).items():
         lines.append(f"{key:<24} {_num(start)} (start) -> {_num(end)} (end)")
     if ev.get("best_model"):
-        lines.append(f"best model       {ev['best_model']} (step {ev['best_step']}, within the limit)")
+        drop = ev.get("best_general_drop")
+        lines.append(f"best model       {ev['best_model']} (step {ev['best_step']}: {ev['target']} "
+                     f"{_num(ev.get('best_target'))}, general drop "
+                     f"{'n/a' if drop is None else f'{100 * drop:.1f}%'}, within the limit)")
     return lines
 
 

@@ -41,7 +41,7 @@ def general_drop(start: dict, now: dict) -> dict[str, float]:
     if PERPLEXITY in start and PERPLEXITY in now:
         drops["eval/general/perplexity_drop"] = -relative_change(1 / start[PERPLEXITY], 1 / now[PERPLEXITY])
     if ACCURACY in start and ACCURACY in now and start[ACCURACY] > 0:
-        drops["eval/general/accuracy_drop"] = -relative_change(start[ACCURACY], now[ACCURACY])
+        drops["eval/general/accuracy_drop"] = 0.0 - relative_change(start[ACCURACY], now[ACCURACY])
     finite = [d for d in drops.values() if math.isfinite(d)]
     drops[DROP] = max([0.0, *finite])
     return drops
@@ -50,7 +50,7 @@ def general_drop(start: dict, now: dict) -> dict[str, float]:
 def target_gain(start: float, now: float, higher_is_better: bool) -> float:
     """Relative improvement of the target metric: +0.5 is 50% better (loss 2 -> 1, reward 0.2 -> 0.3)."""
     change = relative_change(start, now)
-    return change if higher_is_better else -change
+    return (change if higher_is_better else -change) + 0.0  # + 0.0: no "-0.0" in the logs
 
 
 def gate_action(drop: float, max_drop: Optional[float], on_drop: str) -> str:

@@ -45,6 +45,7 @@ class EvalTracker:
         self.last: dict = {}
         self.best_step: Optional[int] = None
         self.best_target: Optional[float] = None
+        self.best_drop: Optional[float] = None
         self.gate = "ok"
         """`ok`, `warned` (went over the limit at least once) or `stopped`."""
 
@@ -72,7 +73,7 @@ class EvalTracker:
         else:
             new_best = self.best_step is None or is_better(target, self.best_target, self.higher_is_better)
         if new_best:
-            self.best_step = step
+            self.best_step, self.best_drop = step, metrics[DROP]
             if target is not None and math.isfinite(target):
                 self.best_target = target
         return Verdict(action, new_best)
@@ -85,12 +86,14 @@ class EvalTracker:
         return {"target": self.target_key, "target_start": start.get(self.target_key),
                 "target_end": last.get(self.target_key), "target_gain": last.get(GAIN),
                 "general": general, "general_drop": last.get(DROP), "max_general_drop": self.max_general_drop,
-                "gate": self.gate, "best_model": best_model, "best_step": self.best_step}
+                "gate": self.gate, "best_model": best_model, "best_step": self.best_step,
+                "best_target": self.best_target, "best_general_drop": self.best_drop}
 
     def state_dict(self) -> dict:
         return {"start": self.start, "last": self.last, "best_step": self.best_step,
-                "best_target": self.best_target, "gate": self.gate}
+                "best_target": self.best_target, "best_drop": self.best_drop, "gate": self.gate}
 
     def load_state_dict(self, state: dict) -> None:
         self.start, self.last = state["start"], state["last"]
         self.best_step, self.best_target, self.gate = state["best_step"], state["best_target"], state["gate"]
+        self.best_drop = state.get("best_drop")

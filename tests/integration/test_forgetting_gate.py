@@ -45,6 +45,13 @@ def probe_in_process(cfg, model_path: str) -> dict:
     return probe.metrics(run_probe(load_causal_lm(model_path), *probe.actor_args()))
 
 
+def test_pretrained_base_scores_meaningfully_on_the_probe_and_the_random_policy_does_not(tiny_assets, tmp_path):
+    cfg = gate_config(tiny_assets, tmp_path)
+    base, random_policy = probe_in_process(cfg, str(tiny_assets.base)), probe_in_process(cfg, str(tiny_assets.policy))
+    assert base["eval/general/perplexity"] < 80 and base["eval/general/accuracy"] >= 0.15, base
+    assert random_policy["eval/general/perplexity"] > 300 and random_policy["eval/general/accuracy"] == 0.0
+
+
 def test_harmful_run_stops_at_the_gate_and_keeps_the_best_model_within_it(tiny_assets, ray_session, tmp_path):
     cfg = gate_config(tiny_assets, tmp_path, "trainer.learning_rate=0.001", "trainer.steps=30",
                       "eval.every_steps=1", "eval.on_general_drop=stop")

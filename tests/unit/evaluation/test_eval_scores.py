@@ -72,7 +72,8 @@ def test_tracker_keeps_the_best_point_within_the_limit_and_stops_over_it():
     v3 = tracker.observe(30, p3)
     assert v3.action == "stop" and not v3.new_best and p3[OVER_LIMIT] == 1
     summary = tracker.summary("out/best")
-    assert summary["best_step"] == 10 and summary["gate"] == "stopped"
+    assert summary["best_step"] == 10 and summary["gate"] == "stopped" and summary["best_target"] == 2.0
+    assert summary["best_general_drop"] == pytest.approx(1 - 40 / 42)
     assert summary["general_drop"] == pytest.approx(0.20) and summary["target_gain"] == pytest.approx(0.75)
     # The state survives a checkpoint round trip.
     again = EvalTracker("sft", 0.10, "stop")
