@@ -80,3 +80,18 @@ def test_eval_fraction_split_with_a_duplicate_on_both_sides_is_named(tmp_path):
             continue
         assert (4 in {r.row for r in train_part}) == (11 in {r.row for r in train_part}), seed
     assert 0 < failed < 20
+
+
+def test_rlhf_eval_refuses_ppo_and_adapter_folders_before_starting_anything(tmp_path):
+    from rlhf.evaluation.report import run_eval
+
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    train = _write(tmp_path / "train.jsonl", [{"prompt": "p", "response": "r"}])
+    sft = load(None, ["algorithm.name=sft", "model.path=/m", f"data.train_path={train}"])
+    with pytest.raises(ValueError, match=r"PEFT adapter folder; .*model.lora.save_merged=true .*final/merged"):
+        run_eval(sft, str(adapter))
+    ppo = load(None, ["model.path=/m", f"data.train_path={train}"])
+    with pytest.raises(ValueError, match="rlhf eval supports the sft, dpo, rm and rlaif configs"):
+        run_eval(ppo, str(adapter))
