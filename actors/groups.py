@@ -15,6 +15,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from actors.common import worker_env
 from rlhf.config import GroupConfig, RayConfig
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Placement:
         options = {
             "num_cpus": group.num_cpus,
             "num_gpus": group.num_gpus,
+            "runtime_env": {"env_vars": worker_env()},
             "resources": {group.node_resource: NODE_RESOURCE_SHARE} if group.node_resource else None,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle_index

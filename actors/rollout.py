@@ -1,6 +1,8 @@
 """Rollout engines as Ray actors: generate with log-probs, load pushed weights in place."""
 from __future__ import annotations
 
+from typing import Optional
+
 import ray
 
 from actors.common import prepare_process, where_am_i
@@ -8,7 +10,9 @@ from rlhf.config import Config
 from rlhf.rollout import Generation, SamplingSpec
 
 
-def _build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool):
+def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, model_path: Optional[str] = None):
+    """A `kind` engine over `model_path` (default: the policy, `model.path`; distillation's teacher passes its own)."""
+    path = model_path or cfg.model.path
     if kind == "vllm":
         from rlhf.rollout.vllm_engine import VLLMEngine, VLLMSettings
 
@@ -19,12 +23,12 @@ def _build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool):
             tensor_parallel_size=r.tensor_parallel_size, enable_sleep_mode=sleep_between_steps,
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        return VLLMEngine(cfg.model.path, settings)
+        return VLLMEngine(path, settings)
     from rlhf.models.loading import load_causal_lm, load_tokenizer
     from rlhf.rollout.builtin import BuiltinEngine
 
-    tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-    model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
+    model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code)
     return BuiltinEngine(model, tokenizer)
 
 
@@ -33,7 +37,7 @@ class RolloutActor:
     def __init__(self, cfg: Config, rank: int = 0, kind: str = "builtin", sleep_between_steps: bool = False) -> None:
         prepare_process(cfg.ray.rollout.num_cpus, cfg.trainer.seed + rank)
         self.kind = kind
-        self.engine = _build_engine(kind, cfg, rank, sleep_between_steps)
+        self.engine = build_engine(kind, cfg, rank, sleep_between_steps)
         self.sleep_between_steps = sleep_between_steps
 
     def where(self) -> dict:

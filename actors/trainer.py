@@ -10,13 +10,13 @@ from actors.common import prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
 from rlhf.evaluation.probe import run_probe
-from rlhf.models.forward import in_micro_batches, over_micro_batches, policy_logprobs, response_values
-from rlhf.models.adapters import (adapter_parameter_bytes, adapters_disabled, apply_lora, frozen_parameter_bytes,
-                                  lora_enabled)
+from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
+from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
 from rlhf.records import TrainStats
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
 from rlhf.training.distributed import free_port, init_process_group
+from rlhf.training.micro_batches import plan_micro_batches, response_forward
 
 
 @ray.remote
@@ -43,13 +43,11 @@ class TrainingActor:
         init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s)
         # Same seed on every rank: a fresh critic head must start identical everywhere.
         torch.manual_seed(cfg.trainer.seed)
-        lora = cfg.model.lora
+        method = cfg.model.peft_method
+        quantization = cfg.model.quantization
         if self.role == "policy":
-            use_lora = lora_enabled(lora)
-            quantization = cfg.model.quantization if use_lora else "none"
             module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
-            if use_lora:
-                module = apply_lora(module, lora, "CAUSAL_LM", quantized=quantization != "none")
+            module = apply_peft(module, cfg.model, "CAUSAL_LM", quantized=quantization != "none")
             lr = cfg.trainer.learning_rate
         elif self.role == "reward":
             # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
@@ -57,16 +55,17 @@ class TrainingActor:
                                       cfg.model.trust_remote_code)
             lr = cfg.trainer.learning_rate
         else:
-            use_lora = lora_enabled(lora) and lora.critic
-            quantization = cfg.model.quantization if use_lora else "none"
+            # The critic adapts like the policy (lora, ia3: the modes with a critic cannot use the others).
+            use_adapters = method is not None and cfg.model.lora.critic
+            quantization = quantization if use_adapters else "none"
             start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
             module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
             if start == cfg.model.path:
                 # A fresh random head would put per-token noise of the order of the rewards
                 # themselves into the first advantages; from zero, early PPO is REINFORCE.
                 torch.nn.init.zeros_(module.score.weight)
-            if use_lora:
-                module = apply_lora(module, lora, "SEQ_CLS", quantized=quantization != "none")
+            if use_adapters:
+                module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
             lr = cfg.trainer.critic_learning_rate
         per_replica = cfg.trainer.mini_batch_size // self.world_size
         ds_config = deepspeed_config(
@@ -89,19 +88,19 @@ class TrainingActor:
         module = self.model.module
         module.eval()
         if self.role == "policy":
-            fn = lambda seq, attn: policy_logprobs(module, seq, attn, prompt_len)[0]  # noqa: E731
+            fn = lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0]  # noqa: E731
         else:
-            fn = lambda seq, attn: response_values(module, seq, attn, prompt_len)  # noqa: E731
-        return over_micro_batches(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask)
+            fn = lambda seq, attn, plen: response_values(module, seq, attn, plen)  # noqa: E731
+        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
 
     @torch.no_grad()
     def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-        """Reference log-probs [B, R] from the policy with its LoRA adapters disabled (the starting model)."""
+        """Reference log-probs [B, R] from the policy with its adapters disabled (the starting model)."""
         module = self.model.module
         module.eval()
         with adapters_disabled(module):
-            return over_micro_batches(lambda seq, attn: policy_logprobs(module, seq, attn, prompt_len)[0],
-                                      self.cfg.trainer.micro_batch_size, sequences, attention_mask)
+            return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
+                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""
@@ -119,10 +118,9 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for s in in_micro_batches(len(mini_batch), self.cfg.trainer.micro_batch_size):
-                micro = mini_batch.select(s)
+            for micro, weight in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
                 loss, metrics = self.objective(module, micro)
-                applied = self.model.backward_step(loss)
+                applied = self.model.backward_step(loss * weight)
                 skipped += applied is False
                 for k, v in metrics.items():
                     totals[k] = totals.get(k, 0.0) + v

@@ -77,6 +77,9 @@ def side_env() -> dict:
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", TRL_EXPERIMENTAL_SILENCE="1",
                HF_HUB_OFFLINE="1")
+    # Ray starts its workers at niceness 15 by default; the TRL side runs at the caller's, so on a
+    # machine with any other load the comparison would favour TRL by scheduler priority alone.
+    env.setdefault("RAY_worker_niceness", "0")
     return env
 
 

@@ -1,4 +1,4 @@
-"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf eval`."""
+"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf plot`, `rlhf eval`."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train = sub.add_parser("train", help="run a training config")
     add_train_arguments(train, config_flag=False)
     train.set_defaults(func=train_command)
+
+    from rlhf.plots import add_plot_subcommand
+
+    add_plot_subcommand(sub)
 
     from rlhf.evaluation.report import add_eval_subcommand
 

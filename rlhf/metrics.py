@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 # What the progress bar shows, when a step has it: PPO's reward and KL, each mode's headline metric.
-PROGRESS_KEYS = ("reward/mean", "kl/mean", "sft/loss", "rm/accuracy", "rewards/accuracy", "eval/win_rate")
+PROGRESS_KEYS = ("reward/mean", "kl/mean", "sft/loss", "rm/accuracy", "rewards/accuracy", "eval/win_rate",
+                 "distill/divergence")
 
 
 def _finite_or_none(value: Any) -> Any:

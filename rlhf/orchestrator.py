@@ -45,7 +45,7 @@ from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import generate_on_engines
-from rlhf.rollout.select import choose_engine
+from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class PPOOrchestrator:
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
+        self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
+                                                             cfg.model.dtype, cfg.model.quantization)
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
@@ -110,9 +112,8 @@ class PPOOrchestrator:
     # ---------------------------------------------------------------- lifecycle
     @property
     def reference_folded(self) -> bool:
-        """With LoRA the reference is the policy with its adapters disabled: no reference group."""
-        lora = self.cfg.model.lora
-        return lora.rank > 0 and lora.fold_reference
+        """With PEFT (lora, ia3) the reference is the policy with its adapters disabled: no reference group."""
+        return self.cfg.model.peft_method is not None and self.cfg.model.lora.fold_reference
 
     def group_names(self) -> list[str]:
         names = ["policy", "reward", "rollout"] if self.reference_folded else ["policy", "reference", "reward", "rollout"]
@@ -328,7 +329,8 @@ class PPOOrchestrator:
             parts = zip(torch.tensor_split(seq, len(group)), torch.tensor_split(attn, len(group)))
             return group.call_each(method, [(s, a, plen) for s, a in parts])
 
-        policy_refs = fan_out(self.groups["policy"])
+        # Old log-probs: the engine's own (same model, same weights, same precision) or recomputed.
+        policy_refs = None if self.reuse_rollout_logprobs else fan_out(self.groups["policy"])
         ref_refs = (fan_out(self.groups["policy"], "forward_reference") if self.reference_folded
                     else fan_out(self.groups["reference"]))
         critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
@@ -337,7 +339,8 @@ class PPOOrchestrator:
         score_refs = reward.call_each("score", [
             ([rollout.prompts[i] for i in r], [rollout.responses[i] for i in r], seq[r], attn[r]) for r in rows
         ])
-        logprobs = _cat_split(policy_refs)
+        logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None
+                    else _cat_split(policy_refs))
         ref_logprobs = _cat_split(ref_refs)
         values = _cat_split(critic_refs) if critic_refs else None
         scores = _cat_split(score_refs)
@@ -455,7 +458,6 @@ class PPOOrchestrator:
         good = scores[valid]
         lengths = rollout.response_mask.sum(dim=1)
         response_tokens = float(lengths.sum())
-        rollout_gap = masked_mean((rollout.rollout_logprobs - logprobs).abs(), mask)
         metrics = {
             "reward/mean": float(good.mean()) if len(good) else float("nan"),
             "reward/std": float(good.std()) if len(good) > 1 else 0.0,
@@ -463,13 +465,14 @@ class PPOOrchestrator:
             "kl/mean": current_kl,
             "kl/coef": kl_coef,
             "response_length/mean": float(lengths.mean()),
-            "rollout/logprob_abs_diff": float(rollout_gap),
             "train/skipped_update": 0 if train_metrics else 1,
             **train_metrics,
             **{f"timing/{k}_s": v for k, v in timings.items()},
             "throughput/tokens_per_s": response_tokens / max(timings["step"], 1e-9),
             "throughput/generate_tokens_per_s": response_tokens / max(timings["generate"], 1e-9),
         }
+        if not self.reuse_rollout_logprobs:  # with reused log-probs the gap is zero by construction
+            metrics["rollout/logprob_abs_diff"] = float(masked_mean((rollout.rollout_logprobs - logprobs).abs(), mask))
         if "critic" not in self.groups:
             metrics.setdefault("critic/loss", 0.0)
         return metrics
@@ -483,6 +486,7 @@ class PPOOrchestrator:
         return {
             "steps": self.step,
             "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
+            "old_logprobs": "rollout engine" if self.reuse_rollout_logprobs else "recomputed by the policy",
             **self.memory_report,
             "stopped": self.stopped,
             "reward_start": mean_of(head, "reward/mean"),

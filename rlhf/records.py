@@ -165,3 +165,44 @@ class PreferenceBatch:
 
     def weight(self) -> int:
         return int(self.pair_weight.sum())
+
+
+@dataclass
+class DistillBatch:
+    """Responses with the teacher's full distribution at every response position (distill mode)."""
+
+    sequences: torch.Tensor
+    """[B, P+R] long: left-padded prompt, right-padded response (the student's samples)."""
+    attention_mask: torch.Tensor
+    """[B, P+R] long."""
+    response_mask: torch.Tensor
+    """[B, R] float: 1 on response tokens; padding rows are all 0."""
+    teacher_logprobs: torch.Tensor
+    """[B, R, V] float: the teacher's log-probs over the vocabulary for each response token's position."""
+    prompt_len: int
+
+    def __len__(self) -> int:
+        return self.sequences.shape[0]
+
+    def select(self, index) -> "DistillBatch":
+        return _select_rows(self, index)
+
+    def split(self, parts: int) -> list["DistillBatch"]:
+        return _split_rows(self, parts)
+
+    def weight(self) -> int:
+        """Response tokens the divergence averages over."""
+        return int(self.response_mask.sum())
+
+    def padded_to(self, size: int) -> "DistillBatch":
+        """Filled up to `size` rows with copies of the first row whose response mask is 0 (weight 0), so
+        data-parallel replicas run equal micro-batch counts."""
+        extra = size - len(self)
+        if extra < 0:
+            raise ValueError(f"cannot pad {len(self)} rows to {size}")
+        first = self.select(slice(0, 1))
+        filler = replace(first, response_mask=torch.zeros_like(first.response_mask))
+        parts = [self] + [filler] * extra
+        return DistillBatch(*(torch.cat([getattr(p, name) for p in parts])
+                              for name in ("sequences", "attention_mask", "response_mask", "teacher_logprobs")),
+                            prompt_len=self.prompt_len)

@@ -1,7 +1,7 @@
 """What a trained role optimises, per mode: the one table from (mode, role) to a micro-batch loss.
 
 A trainer replica calls `objective(model, micro_batch) -> (loss, metrics)`; the record type of
-the micro-batch (Experience, SFTBatch, PreferenceBatch) is the one its mode's driver builds.
+the micro-batch (Experience, SFTBatch, PreferenceBatch, DistillBatch) is the one its mode's driver builds.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from rlhf.algorithms.distill_losses import distill_or_sft_micro_batch_loss
 from rlhf.algorithms.ppo_losses import critic_micro_batch_loss, policy_micro_batch_loss
 from rlhf.algorithms.preference_losses import dpo_micro_batch_loss, reward_model_micro_batch_loss
 from rlhf.algorithms.sft_losses import sft_micro_batch_loss
@@ -24,6 +25,12 @@ def _dpo(cfg: Config) -> Objective:
                    simpo_gamma=d.simpo_gamma)
 
 
+def _distill(cfg: Config) -> Objective:
+    d = cfg.algorithm.distill
+    return partial(distill_or_sft_micro_batch_loss, divergence=d.divergence, jsd_beta=d.jsd_beta,
+                   temperature=d.temperature)
+
+
 OBJECTIVES: dict[tuple[str, str], Callable[[Config], Objective]] = {
     ("ppo", "policy"): lambda cfg: partial(policy_micro_batch_loss, clip_eps=cfg.algorithm.clip_eps,
                                            entropy_coef=cfg.algorithm.entropy_coef),
@@ -32,6 +39,7 @@ OBJECTIVES: dict[tuple[str, str], Callable[[Config], Objective]] = {
     ("dpo", "policy"): _dpo,
     ("rlaif", "policy"): _dpo,
     ("rm", "reward"): lambda cfg: reward_model_micro_batch_loss,
+    ("distill", "policy"): _distill,
 }
 
 

@@ -5,15 +5,11 @@ import torch
 
 from rlhf.data.batching import sft_attention_mask
 from rlhf.losses.sft import sft_loss
+from rlhf.models.virtual_tokens import lm_logits
 from rlhf.records import SFTBatch
 
 
 def sft_micro_batch_loss(model: torch.nn.Module, batch: SFTBatch) -> tuple[torch.Tensor, dict[str, float]]:
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=sft_attention_mask(batch.segment_ids),
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).logits
+    logits = lm_logits(model, batch.input_ids, sft_attention_mask(batch.segment_ids), batch.position_ids)
     loss, _ = sft_loss(logits, batch.labels)
     return loss, {"sft/loss": float(loss.detach())}

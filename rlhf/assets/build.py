@@ -6,6 +6,7 @@ Layout of ``out_dir``::
     base/        the same architecture pre-trained for seconds on the corpus (general-ability probes)
     reward/      LlamaForSequenceClassification (num_labels=1) + tokenizer (reward and critic)
     judge/       a smaller LlamaForCausalLM trained to grade letters answers by the packaged rubric
+    teacher/     a larger LlamaForCausalLM trained on correct letters answers (the distillation teacher)
     data/        task_*, sft_*, prefs_* JSONL files, general_eval.txt, general_prompts.jsonl
     assets.json  what was built: seed, sizes, parameter counts, relative paths
 
@@ -28,6 +29,7 @@ from rlhf.assets.datasets import split_prompts, write_datasets
 from rlhf.assets.judge import JUDGE_SPEC, train_judge
 from rlhf.assets.models import TinyModelSpec, build_policy, build_reward, count_params
 from rlhf.assets.pretrain import pretrain_base
+from rlhf.assets.teacher import TEACHER_SPEC, train_teacher
 from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer, read_corpus
 from rlhf.rewards.rubric import load_rubric
 
@@ -42,6 +44,7 @@ class AssetPaths:
     policy: Path
     reward: Path
     judge: Path
+    teacher: Path
     base: Path
     data: Path
     manifest: Path
@@ -55,7 +58,7 @@ class AssetPaths:
         """Paths of an asset folder laid out by ``build_assets`` (not checked for existence)."""
         root = Path(out_dir).resolve()
         return cls(root=root, policy=root / "policy", reward=root / "reward", judge=root / "judge",
-                   base=root / "base", data=root / "data",
+                   teacher=root / "teacher", base=root / "base", data=root / "data",
                    manifest=root / MANIFEST)
 
 
@@ -65,6 +68,7 @@ def build_assets(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     spec: TinyModelSpec = TinyModelSpec(),
     judge: bool = True,
+    teacher: bool = True,
     base: bool = True,
 ) -> AssetPaths:
     """Train the tokenizer, initialise the models, write the datasets; return their paths.
@@ -107,6 +111,13 @@ def build_assets(
         judge_model.save_pretrained(paths.judge)
         tok.save_pretrained(paths.judge)
         params["judge"] = count_params(judge_model)
+    teacher_training = None
+    if teacher:  # trained (about 4 CPU-seconds) on correct answers to train prompts only
+        teacher_model = build_policy(TEACHER_SPEC, seed=seed + 3, **ids)
+        teacher_training = train_teacher(teacher_model, tok, split_prompts(seed)[0], seed=seed)
+        teacher_model.save_pretrained(paths.teacher)
+        tok.save_pretrained(paths.teacher)
+        params["teacher"] = count_params(teacher_model)
 
     manifest = {
         "seed": seed,
@@ -115,12 +126,14 @@ def build_assets(
         "spec": spec.to_dict(),
         "params": params,
         "judge_training": judge_training,
+        "teacher_training": teacher_training,
         "base_training": base_training,
         "paths": {
             "policy": "policy",
             "reward": "reward",
             **({"base": "base"} if base else {}),
             **({"judge": "judge"} if judge else {}),
+            **({"teacher": "teacher"} if teacher else {}),
             "data": {name: f"data/{name}" for name in data_files},
         },
         "rows": {name: _count_lines(p) for name, p in data_files.items()},

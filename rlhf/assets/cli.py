@@ -48,6 +48,8 @@ def run_assets(args: argparse.Namespace) -> int:
           f"heads {spec.num_heads}/{spec.kv_heads} (head_dim {spec.head_dim})")
     print(f"  policy  {m['params']['policy']:>9,} params  {paths.policy}")
     print(f"  reward  {m['params']['reward']:>9,} params  {paths.reward}")
+    if "teacher" in m["params"]:
+        print(f"  teacher {m['params']['teacher']:>9,} params  {paths.teacher}")
     if "base" in m["params"]:
         print(f"  base    {m['params']['base']:>9,} params  {paths.base}  (pre-trained on the corpus, for general-ability probes)")
     rows = ", ".join(f"{name} {n}" for name, n in m["rows"].items())

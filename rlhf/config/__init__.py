@@ -11,6 +11,7 @@ from rlhf.config.schema import (
     LoggingConfig,
     LoraConfig,
     ModelConfig,
+    PeftConfig,
     RayConfig,
     RewardConfig,
     RolloutConfig,
@@ -20,6 +21,6 @@ from rlhf.config.schema import (
 
 __all__ = [
     "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "GroupConfig", "KLConfig", "LoggingConfig",
-    "LoraConfig", "ModelConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
+    "LoraConfig", "ModelConfig", "PeftConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
     "all_keys", "dump", "load", "parse_override", "to_dict",
 ]

@@ -35,17 +35,54 @@ class LoraConfig:
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     """Module names to adapt (e.g. q_proj, v_proj, up_proj), or `all-linear` (every linear but the output head)."""
     critic: bool = True
-    """The critic trains adapters too (its value head always trains fully); false: full critic."""
+    """The critic trains adapters too (its value head always trains fully); false: full critic.
+    Applies to every mergeable `model.peft.type` (lora, ia3)."""
     fold_reference: bool = True
-    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer."""
+    """The reference is the policy with its adapters disabled: no reference group, one model copy fewer.
+    Applies to every `model.peft.type` (the name predates the others)."""
     save_merged: bool = False
-    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged."""
+    """Besides the adapters (PEFT format), save the merged model in Hugging Face format under final/merged
+    (lora and ia3; prompt and prefix tuning have nothing to merge into the weights)."""
 
     def __post_init__(self) -> None:
         _check(self.rank >= 0, "model.lora.rank", "must be >= 0 (0 disables LoRA)")
         _check(self.alpha > 0, "model.lora.alpha", "must be > 0")
         _check(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
         _check(bool(self.target_modules), "model.lora.target_modules", "must name at least one module or all-linear")
+
+
+PEFT_TYPES = ("lora", "ia3", "prompt_tuning", "prefix_tuning")
+VIRTUAL_TOKEN_TYPES = ("prompt_tuning", "prefix_tuning")
+"""Methods that add learned virtual tokens instead of changing weights: nothing to merge for an engine."""
+
+
+@dataclass
+class PeftConfig:
+    type: str = "lora"
+    """Parameter-efficient method: `lora` (on when model.lora.rank > 0, settings under model.lora), `ia3`
+    (learned scaling vectors), `prompt_tuning` (learned input embeddings prepended to every sequence) or
+    `prefix_tuning` (learned keys and values prepended in every layer); the last three are on by themselves."""
+    target_modules: list[str] = field(default_factory=list)
+    """ia3: modules whose activations are scaled; empty: PEFT's default for the architecture
+    (Llama: k_proj, v_proj, down_proj)."""
+    feedforward_modules: list[str] = field(default_factory=list)
+    """ia3: the target modules scaled at their input rather than their output (feed-forward layers); empty:
+    PEFT's default (Llama: down_proj). Must be a subset of target_modules when both are set."""
+    num_virtual_tokens: int = 8
+    """prompt_tuning / prefix_tuning: how many virtual tokens are prepended."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.type, PEFT_TYPES, "model.peft.type")
+        _check(self.num_virtual_tokens >= 1, "model.peft.num_virtual_tokens", "must be >= 1")
+        if self.type != "ia3":
+            for key in ("target_modules", "feedforward_modules"):
+                _check(not getattr(self, key), f"model.peft.{key}",
+                       f"is only used by model.peft.type ia3 (got type {self.type}; LoRA's is model.lora.target_modules)")
+        elif self.feedforward_modules:
+            _check(bool(self.target_modules), "model.peft.target_modules",
+                   "must be set when model.peft.feedforward_modules is (they are a subset of it)")
+            extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+            _check(not extra, "model.peft.feedforward_modules", f"{extra} are not in model.peft.target_modules")
 
 
 @dataclass
@@ -58,19 +95,39 @@ class ModelConfig:
     """Sequence-classification reward model, used when `reward.source` is `model`."""
     critic_path: Optional[str] = None
     """Value model start point; defaults to `reward_path`, else `path` with a fresh scalar head."""
+    teacher_path: Optional[str] = None
+    """Distill: the frozen teacher causal LM (any size; the same tokenizer as `path`)."""
     dtype: str = "float32"
     """Weights and compute precision of every model: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Run code shipped inside model folders. Off: a model folder must not be able to run code by default."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     quantization: str = "none"
     """`nf4` loads the frozen base in 4 bits through bitsandbytes (QLoRA; needs model.lora.rank > 0)."""
 
     def __post_init__(self) -> None:
         _one_of(self.dtype, ("float32", "bfloat16", "float16"), "model.dtype")
         _one_of(self.quantization, ("none", "nf4"), "model.quantization")
-        _check(self.quantization == "none" or self.lora.rank > 0, "model.quantization",
-               "nf4 freezes the base; set model.lora.rank > 0 so there is something to train")
+        _check(self.peft.type == "lora" or self.lora.rank == 0, "model.lora.rank",
+               f"must be 0 with model.peft.type {self.peft.type} (one method at a time; rank > 0 means LoRA)")
+        _check(self.quantization == "none" or (self.peft.type == "lora" and self.lora.rank > 0), "model.quantization",
+               "nf4 freezes the base and is supported with LoRA only (QLoRA); set model.peft.type=lora and "
+               "model.lora.rank > 0")
+        _check(not (self.lora.save_merged and self.peft.type in VIRTUAL_TOKEN_TYPES), "model.lora.save_merged",
+               f"{self.peft.type} learns virtual tokens, not weights: there is no merged model to save")
+
+    @property
+    def virtual_tokens(self) -> int:
+        """Positions taken in front of every sequence by prompt or prefix tuning (0 otherwise)."""
+        return self.peft.num_virtual_tokens if self.peft_method in VIRTUAL_TOKEN_TYPES else 0
+
+    @property
+    def peft_method(self) -> Optional[str]:
+        """The parameter-efficient method in use, or None when every weight trains."""
+        if self.peft.type == "lora":
+            return "lora" if self.lora.rank > 0 else None
+        return self.peft.type
 
 
 @dataclass
@@ -202,14 +259,41 @@ class DPOConfig:
         return self.loss_type != "simpo"
 
 
-MODES = ("ppo", "sft", "rm", "dpo", "rlaif")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+"""Per-token divergences of the distill mode (rlhf/losses/distill.py)."""
+
+
+@dataclass
+class DistillConfig:
+    mode: str = "on_policy"
+    """`on_policy`: the student samples, the teacher scores every sampled position, the student
+    minimises `divergence` there (GKD). `offline`: the teacher answers the train prompts through its
+    rollout engine, the answers are saved as a dataset and the student is fine-tuned on it (SFT)."""
+    divergence: str = "jsd"
+    """On-policy loss per response token: forward_kl KL(teacher||student), reverse_kl KL(student||teacher),
+    or jsd, the generalised Jensen-Shannon divergence with `jsd_beta`."""
+    jsd_beta: float = 0.5
+    """JSD weight of the teacher in the mixture, in (0, 1): near 0 it behaves as beta * forward KL,
+    near 1 as (1 - beta) * reverse KL; 0.5 is the symmetric Jensen-Shannon divergence."""
+    temperature: float = 1.0
+    """Both distributions are softened by this temperature before the divergence (sampling uses rollout.temperature)."""
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("on_policy", "offline"), "algorithm.distill.mode")
+        _one_of(self.divergence, DIVERGENCES, "algorithm.distill.divergence")
+        _check(0 < self.jsd_beta < 1, "algorithm.distill.jsd_beta", "must be in (0, 1)")
+        _check(self.temperature > 0, "algorithm.distill.temperature", "must be > 0")
+
+
+MODES = ("ppo", "sft", "rm", "dpo", "rlaif", "distill")
 
 
 @dataclass
 class AlgorithmConfig:
     name: str = "ppo"
-    """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, or rlaif (online DPO
-    on pairs the reward source, e.g. an AI judge, ranks among the policy's own samples)."""
+    """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, rlaif (online DPO
+    on pairs the reward source, e.g. an AI judge, ranks among the policy's own samples), or distill
+    (the policy is a student of the frozen `model.teacher_path`)."""
     advantage: str = "gae"
     """`gae` (PPO with the critic group) or a critic-free estimator: grpo, rloo, reinforce_pp."""
     gamma: float = 1.0
@@ -222,9 +306,15 @@ class AlgorithmConfig:
     entropy_coef: float = 0.0
     whiten_advantages: bool = True
     """Whiten GAE advantages over the batch (critic-free estimators normalise on their own)."""
+    old_logprobs: str = "auto"
+    """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
+    forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
+    `rollout` (the engine's own log-probs of its samples; one forward fewer per step), or `auto`
+    (rollout with the built-in engine in float32, whose model is the trainer's, else recompute)."""
     kl: KLConfig = field(default_factory=KLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Preference loss of the dpo and rlaif modes."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         _one_of(self.name, MODES, "algorithm.name")
@@ -235,6 +325,7 @@ class AlgorithmConfig:
         _check(self.value_clip_eps is None or self.value_clip_eps > 0, "algorithm.value_clip_eps", "must be > 0 or null")
         _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
         _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
+        _one_of(self.old_logprobs, ("auto", "recompute", "rollout"), "algorithm.old_logprobs")
 
     @property
     def uses_critic(self) -> bool:
@@ -445,6 +536,8 @@ class RayConfig:
     reference: GroupConfig = field(default_factory=GroupConfig)
     reward: GroupConfig = field(default_factory=GroupConfig)
     rollout: GroupConfig = field(default_factory=GroupConfig)
+    teacher: GroupConfig = field(default_factory=GroupConfig)
+    """Distill: the frozen teacher (its log-probs and its rollout engine)."""
 
     def __post_init__(self) -> None:
         _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
@@ -494,13 +587,22 @@ class Config:
         mode = self.algorithm.name
         if mode in ("ppo", "rlaif"):  # the modes that generate and score
             self._validate_reward_sources()
+        if mode in ("ppo", "rlaif", "distill"):  # the modes that generate
             self._validate_rollout()
-        if self.model.lora.rank > 0 and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
+        method = self.model.peft_method
+        if method and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
             _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
                    "must be unset with model.lora.fold_reference (the reference is the policy without adapters); "
                    "set model.lora.fold_reference=false to use another reference model")
-        _check(mode != "rm" or self.model.lora.rank == 0, "model.lora.rank",
-               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)")
+        _check(mode != "rm" or method is None, "model.lora.rank" if method == "lora" else "model.peft.type",
+               "must be 0 for rm: reward-model training trains every weight (LoRA there is not supported yet)"
+               if method == "lora" else f"{method} is not supported for rm: reward-model training trains every weight")
+        if method in VIRTUAL_TOKEN_TYPES and mode in ("ppo", "rlaif"):
+            raise ConfigError(
+                f"model.peft.type: {method} cannot be used with algorithm.name={mode}: its virtual tokens do not merge "
+                "into the base weights, and the rollout engines (vLLM, builtin) generate from plain weights, so they "
+                "would sample from another policy than the one trained; use lora or ia3 (they merge), or "
+                f"{method} with sft or dpo")
         self._validate_eval()
         if mode == "ppo":
             _check(not self.data.eval_fraction, "data.eval_fraction",
@@ -515,6 +617,8 @@ class Config:
             f"mini_batch_size ({self.trainer.mini_batch_size}) must be a multiple of "
             f"ray.{trained}.replicas * micro_batch_size ({replicas} * {self.trainer.micro_batch_size})",
         )
+        if mode == "distill":
+            self._validate_distill()
         if mode == "rlaif":
             _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
                    "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
@@ -559,6 +663,13 @@ class Config:
                 "rollout.samples_per_prompt",
                 f"must be >= 2 for {self.algorithm.advantage} (its baseline is the other samples of the same prompt)",
             )
+
+    def _validate_distill(self) -> None:
+        _check(bool(self.model.teacher_path), "model.teacher_path", "is required for algorithm.name=distill")
+        if self.algorithm.distill.mode == "on_policy":
+            rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt
+            _check(rollout_batch % self.trainer.mini_batch_size == 0, "trainer.mini_batch_size",
+                   f"must divide the on-policy batch (prompts_per_step * samples_per_prompt = {rollout_batch})")
 
     def _validate_rollout(self) -> None:
         if self.rollout.tensor_parallel_size > 1:

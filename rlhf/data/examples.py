@@ -212,12 +212,14 @@ def load_preference_examples(path: str, tokenizer, data: DataConfig) -> tuple[li
     return _finish(path, examples, counts)
 
 
-def check_context(data: DataConfig, context_limit: Optional[int]) -> None:
-    """An example of max_prompt_tokens + max_response_tokens must fit the model's positions."""
-    total = data.max_prompt_tokens + data.max_response_tokens
+def check_context(data: DataConfig, context_limit: Optional[int], virtual_tokens: int = 0) -> None:
+    """An example of max_prompt_tokens + max_response_tokens (after prompt/prefix tuning's virtual
+    tokens, which take positions too) must fit the model's positions."""
+    total = data.max_prompt_tokens + data.max_response_tokens + virtual_tokens
     if context_limit is not None and total > context_limit:
-        raise DataError(f"data.max_prompt_tokens + data.max_response_tokens = {total} is over the model's context "
-                        f"of {context_limit} tokens (max_position_embeddings); lower one of them")
+        virtual = " + model.peft.num_virtual_tokens" if virtual_tokens else ""
+        raise DataError(f"data.max_prompt_tokens + data.max_response_tokens{virtual} = {total} is over the model's "
+                        f"context of {context_limit} tokens (max_position_embeddings); lower one of them")
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

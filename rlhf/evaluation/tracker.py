@@ -22,6 +22,7 @@ TARGETS: dict[str, tuple[str, bool]] = {
     "rm": ("eval/rm/accuracy", True),
     "dpo": ("eval/dpo/loss", False),
     "rlaif": ("eval/win_rate", True),
+    "distill": ("eval/distill/divergence", False),
 }
 """mode -> (target metric on the held-out split, whether higher is better)."""
 

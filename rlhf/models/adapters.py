@@ -1,9 +1,12 @@
-"""LoRA and QLoRA through PEFT: wrapping, the reference as the adapter-free policy, merged weights.
+"""Parameter-efficient training through PEFT: LoRA (and QLoRA), IA3, prompt and prefix tuning.
 
 A policy with adapters serves as its own reference: with the adapters disabled it is exactly the
-starting model, so PPO and DPO need no separate reference copy. Rollout engines receive merged
-weights (base + B·A computed per layer, never merged in place, so float error cannot creep into
-the frozen base over thousands of pushes).
+base model, so PPO and DPO need no separate reference copy. Rollout engines receive merged
+weights (LoRA: base + B·A, IA3: base scaled by its vectors, computed per layer, never merged in
+place, so float error cannot creep into the frozen base over thousands of pushes). Prompt and
+prefix tuning learn virtual tokens instead of weights: there is nothing to merge, so they serve
+only modes without rollout engines (config validation says so); their forward is in
+`rlhf.models.virtual_tokens`.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from rlhf.config import LoraConfig
+from rlhf.config import LoraConfig, ModelConfig
 
 ALL_LINEAR = "all-linear"
 
@@ -49,6 +52,40 @@ def apply_lora(model: torch.nn.Module, lora: LoraConfig, task: str, quantized: b
     return get_peft_model(model, peft_config)
 
 
+def peft_config_for(model_cfg: ModelConfig, task: str):
+    """The PEFT config of `model.peft.type` (None when every weight trains); `task` is CAUSAL_LM or SEQ_CLS."""
+    method = model_cfg.peft_method
+    if method is None or method == "lora":
+        return None  # LoRA keeps its own builder (apply_lora), which also handles 4-bit bases
+    import peft
+
+    settings = model_cfg.peft
+    if method == "ia3":
+        # Empty lists: PEFT's per-architecture defaults (None), never an empty target list.
+        return peft.IA3Config(task_type=task, target_modules=list(settings.target_modules) or None,
+                              feedforward_modules=list(settings.feedforward_modules) or None)
+    if task != "CAUSAL_LM":
+        raise ValueError(f"model.peft.type {method} is for causal LMs (the policy), not a {task} model")
+    if method == "prompt_tuning":
+        return peft.PromptTuningConfig(task_type=task, num_virtual_tokens=settings.num_virtual_tokens)
+    if method == "prefix_tuning":
+        return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=settings.num_virtual_tokens)
+    raise ValueError(f"model.peft.type: unknown method {method!r}")
+
+
+def apply_peft(model: torch.nn.Module, model_cfg: ModelConfig, task: str, quantized: bool = False) -> torch.nn.Module:
+    """Freeze `model` and add the trainable parameters of `model.peft.type` (the model as is when none)."""
+    method = model_cfg.peft_method
+    if method == "lora":
+        return apply_lora(model, model_cfg.lora, task, quantized=quantized)
+    config = peft_config_for(model_cfg, task)
+    if config is None:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
 def is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
@@ -79,8 +116,12 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     Keys are the base model's (no `base_layer`, no `lora_`), so a rollout engine or
     `from_pretrained` loads them as an ordinary checkpoint. Quantized bases are dequantized.
     """
+    from peft.tuners.ia3 import IA3Layer
     from peft.tuners.lora import LoraLayer
 
+    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
+        raise ValueError(f"{model.active_peft_config.peft_type}: virtual tokens do not merge into weights; "
+                         "a rollout engine cannot receive this policy")
     base = model.get_base_model()
     out: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
@@ -93,14 +134,34 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             out[f"{name}.weight"] = weight.to(torch.float32 if layer.weight.dtype == torch.uint8 else layer.weight.dtype)
             if getattr(layer, "bias", None) is not None:
                 out[f"{name}.bias"] = layer.bias.detach().clone()
+        elif isinstance(module, IA3Layer):
+            out.update(_ia3_merged(name, module))
     for key, value in base.state_dict().items():
-        if "lora_" in key or ".base_layer." in key:
+        if "lora_" in key or "ia3_l" in key or ".base_layer." in key:
             continue
         if ".modules_to_save." in key:
             key = key.replace(".modules_to_save.default", "")
         elif ".original_module." in key:
             continue
         out.setdefault(key, value.detach().clone())
+    return out
+
+
+def _ia3_merged(name: str, module) -> dict[str, torch.Tensor]:
+    """IA3 scales a layer's output features (its vector is [out, 1]) or, for feed-forward layers, its
+    input features ([1, in]); either way W' = W * l broadcasts, and an output-scaled bias scales too."""
+    layer = module.get_base_layer()
+    weight, bias = layer.weight.float(), getattr(layer, "bias", None)
+    scaled_bias = bias.detach().float().clone() if bias is not None else None
+    for adapter in module.active_adapters:
+        if adapter in module.ia3_l:
+            scale = module.ia3_l[adapter].float()
+            weight = weight * (scale.t() if module.fan_in_fan_out else scale)
+            if scaled_bias is not None and not module.is_feedforward:
+                scaled_bias = scaled_bias * scale.reshape(scaled_bias.shape)
+    out = {f"{name}.weight": weight.to(layer.weight.dtype)}
+    if scaled_bias is not None:
+        out[f"{name}.bias"] = scaled_bias.to(bias.dtype)
     return out
 
 

@@ -11,17 +11,12 @@ from transformers import PreTrainedModel
 
 from rlhf.logprobs import position_ids_from_attention_mask, response_logprobs
 from rlhf.losses import entropy_from_logits
+from rlhf.models.virtual_tokens import lm_logits
 
 
 def causal_lm_logits(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[B, T, V] logits with padding-aware position ids."""
-    out = model(
-        input_ids=sequences,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_attention_mask(attention_mask),
-        use_cache=False,
-    )
-    return out.logits
+    """[B, T, V] logits with padding-aware position ids (prompt/prefix tuning's virtual tokens excluded)."""
+    return lm_logits(model, sequences, attention_mask, position_ids_from_attention_mask(attention_mask))
 
 
 def policy_logprobs(
@@ -36,6 +31,14 @@ def policy_logprobs(
     logprobs = response_logprobs(logits, sequences, prompt_len)
     entropy = entropy_from_logits(logits[:, prompt_len - 1 : -1]) if with_entropy else None
     return logprobs, entropy
+
+
+def response_vocab_logprobs(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor,
+                            prompt_len: int) -> torch.Tensor:
+    """Log-probs over the whole vocabulary at each response token's position, [B, R, V] float32:
+    what a distillation teacher hands the student (position P-1+r predicts response token r)."""
+    logits = causal_lm_logits(model, sequences, attention_mask)[:, prompt_len - 1: -1]
+    return torch.log_softmax(logits.float(), dim=-1)
 
 
 def token_values(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

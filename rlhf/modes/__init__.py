@@ -16,6 +16,7 @@ DRIVERS: dict[str, str] = {
     "rm": "rlhf.modes.reward_model:RewardModelDriver",
     "dpo": "rlhf.modes.dpo:DPODriver",
     "rlaif": "rlhf.modes.rlaif:RLAIFDriver",
+    "distill": "rlhf.modes.distill:DistillDriver",
 }
 """algorithm.name -> `module:class` of its driver (imported on use: each pulls in Ray and torch)."""
 

@@ -3,8 +3,9 @@
 Two groups: the policy (trained, DeepSpeed) and the reference (frozen). The reference's summed
 log-probs of every training and held-out pair are computed once at start-up and stored with the
 pairs; the reference group is then released, its CPUs idle for the rest of the run. With
-`algorithm.dpo.loss_type: simpo` no reference group starts at all, nor with LoRA (`model.lora.rank`)
-and `model.lora.fold_reference`, where the reference is the policy with its adapters disabled.
+`algorithm.dpo.loss_type: simpo` no reference group starts at all, nor with a PEFT method (LoRA, IA3,
+prompt or prefix tuning) and `model.lora.fold_reference`, where the reference is the policy with its
+adapters disabled.
 Metrics: `dpo/loss`, `rewards/chosen`, `rewards/rejected`, `rewards/accuracy`, `rewards/margin`
 (implicit rewards β·(log π − log π_ref)); the same under `eval/` on the held-out pairs.
 
@@ -39,7 +40,7 @@ class DPODriver(ModeDriver):
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         if cfg.data.apply_chat_template:
             ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
-        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
         self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("dpo: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))

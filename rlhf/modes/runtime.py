@@ -96,8 +96,8 @@ def save_best(policy: ActorGroup, output_dir: str, step: int, metrics: dict,
 
 
 def reference_is_folded(cfg: Config) -> bool:
-    """DPO/RLAIF with LoRA: the reference is the policy with its adapters disabled, no reference group."""
-    return cfg.algorithm.dpo.uses_reference and cfg.model.lora.rank > 0 and cfg.model.lora.fold_reference
+    """DPO/RLAIF with PEFT: the reference is the policy with its adapters disabled, no reference group."""
+    return cfg.algorithm.dpo.uses_reference and cfg.model.peft_method is not None and cfg.model.lora.fold_reference
 
 
 def padded_size(n: int, replicas: int, micro_batch_size: int) -> int:

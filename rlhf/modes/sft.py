@@ -3,12 +3,16 @@
 Each step takes `trainer.mini_batch_size` rows (an example each, or a packed row of several
 when `data.packing`), split over the policy replicas; DeepSpeed accumulates micro-batches
 into one optimizer step. Metric: `sft/loss` (token mean) in training, `eval/sft/loss` held out.
+The steps themselves (`SFTSteps`) are shared with offline distillation, which fine-tunes the
+student on the teacher's answers.
 """
 from __future__ import annotations
 
 import logging
 import random
+from typing import Optional
 
+from actors.groups import ActorGroup
 from rlhf.config import Config
 from rlhf.data.batching import collate_sft, pack_examples, pad_sft_rows
 from rlhf.data.examples import SFTExample, check_context, load_sft_examples, train_and_eval
@@ -19,23 +23,19 @@ from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size
 logger = logging.getLogger(__name__)
 
 
-class SFTDriver(ModeDriver):
-    def __init__(self, cfg: Config) -> None:
+class SFTSteps:
+    """SFT's rows, their sampler (checkpointed), one training step and one held-out evaluation on a policy group."""
+
+    def __init__(self, cfg: Config, pad_token_id: int, train: list[SFTExample],
+                 held_out: Optional[list[SFTExample]]) -> None:
         self.cfg = cfg
-        data = cfg.data
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        if data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
-        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code))
-        train, held_out, self.data_counts = train_and_eval(
-            lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
+        self.pad_token_id = pad_token_id
         self.train_rows = self._rows(train, shuffle_seed=cfg.trainer.seed)
         self.eval_rows = self._rows(held_out) if held_out else None
         logger.info("sft: %d training rows (%d examples), %d held-out rows", len(self.train_rows), len(train),
                     len(self.eval_rows or []))
         # The sampler walks rows in reshuffled epochs; its position is checkpointed.
-        self.sampler = PromptSampler(self.train_rows, cfg.trainer.seed, data.shuffle)
-        self.runtime = ModeRuntime(cfg, "policy", {}, self.data_counts)
+        self.sampler = PromptSampler(self.train_rows, cfg.trainer.seed, cfg.data.shuffle)
 
     def _rows(self, examples: list[SFTExample], shuffle_seed=None) -> list[list[SFTExample]]:
         if not self.cfg.data.packing:
@@ -45,19 +45,40 @@ class SFTDriver(ModeDriver):
             random.Random(f"pack-{shuffle_seed}").shuffle(examples)
         return pack_examples(examples, self.cfg.data.max_prompt_tokens + self.cfg.data.max_response_tokens)
 
-    def run(self) -> dict:
-        return self._run("sft", self.train_step, self.evaluate if self.eval_rows else None,
-                         self.sampler.state_dict, self.sampler.load_state_dict, ["sft/loss", "eval/sft/loss"])
-
-    def train_step(self, step: int) -> dict:
+    def train_step(self, policy: ActorGroup) -> dict:
         # 1. The next rows; 2. one optimizer step over them on the policy replicas.
         rows = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)
-        batch = collate_sft(rows, self.tokenizer.pad_token_id)
-        metrics = train_on(self.runtime.groups["policy"], [batch])
+        batch = collate_sft(rows, self.pad_token_id)
+        metrics = train_on(policy, [batch])
         metrics["sft/tokens"] = batch.weight()
         return metrics
 
-    def evaluate(self) -> dict:
+    def evaluate(self, policy: ActorGroup) -> dict:
         size = padded_size(len(self.eval_rows), self.cfg.ray.policy.replicas, self.cfg.trainer.micro_batch_size)
-        batch = collate_sft(pad_sft_rows(self.eval_rows, size), self.tokenizer.pad_token_id)
-        return evaluate_on(self.runtime.groups["policy"], batch)
+        batch = collate_sft(pad_sft_rows(self.eval_rows, size), self.pad_token_id)
+        return evaluate_on(policy, batch)
+
+
+class SFTDriver(ModeDriver):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        data = cfg.data
+        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+        if data.apply_chat_template:
+            ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
+        check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
+        train, held_out, self.data_counts = train_and_eval(
+            lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
+        self.steps = SFTSteps(cfg, self.tokenizer.pad_token_id, train, held_out)
+        self.runtime = ModeRuntime(cfg, "policy", {}, self.data_counts)
+
+    def run(self) -> dict:
+        sampler = self.steps.sampler
+        return self._run("sft", self.train_step, self.evaluate if self.steps.eval_rows else None,
+                         sampler.state_dict, sampler.load_state_dict, ["sft/loss", "eval/sft/loss"])
+
+    def train_step(self, step: int) -> dict:
+        return self.steps.train_step(self.runtime.groups["policy"])
+
+    def evaluate(self) -> dict:
+        return self.steps.evaluate(self.runtime.groups["policy"])

@@ -140,7 +140,8 @@ def test_reward_model_one_scalar_per_sequence_any_padding(assets: AssetPaths) ->
 
 
 def _file_bytes(root: Path) -> dict[str, bytes]:
-    names = ["policy/model.safetensors", "reward/model.safetensors", "judge/model.safetensors", "policy/tokenizer.json",
+    names = ["policy/model.safetensors", "reward/model.safetensors", "judge/model.safetensors",
+             "teacher/model.safetensors", "policy/tokenizer.json",
              "policy/config.json", "reward/config.json", *(f"data/{n}" for n in DATA_FILES)]
     return {n: (root / n).read_bytes() for n in names}
 
@@ -154,7 +155,7 @@ def test_deterministic_build_across_processes(assets: AssetPaths, tmp_path: Path
     assert "policy" in proc.stdout and "524,928" in proc.stdout
     assert _file_bytes(out) == _file_bytes(assets.root)
 
-    other = build_assets(tmp_path / "seed1", seed=1, spec=TinyModelSpec(), judge=False, base=False)
+    other = build_assets(tmp_path / "seed1", seed=1, spec=TinyModelSpec(), judge=False, teacher=False, base=False)
     assert other.policy.joinpath("model.safetensors").read_bytes() != assets.policy.joinpath("model.safetensors").read_bytes()
     # The tokenizer does not depend on the seed, only the weights and data order do.
     assert other.policy.joinpath("tokenizer.json").read_bytes() == assets.policy.joinpath("tokenizer.json").read_bytes()

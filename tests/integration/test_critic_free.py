@@ -26,7 +26,7 @@ def test_grpo_colocated_zero3_without_critic(tiny_assets, ray_session, tmp_path)
         "ray.policy.replicas=2", "ray.colocate=true",
         # A tiny target: the measured KL is above it, so the adaptive coefficient must grow.
         "algorithm.kl.target=0.01", "algorithm.kl.init_coef=0.01",
-        "logging.progress=false",
+        "logging.progress=false", "algorithm.old_logprobs=recompute",
     ])
     run_training(cfg)
     placement = json.load(open(tmp_path / "placement.json"))
@@ -45,3 +45,36 @@ def test_grpo_colocated_zero3_without_critic(tiny_assets, ray_session, tmp_path)
     # ZeRO-3 shards are gathered for the push: the engine samples with exactly the trained weights.
     for row in metrics[1:]:
         assert row["rollout/logprob_abs_diff"] < 1e-4
+
+
+def _one_update_per_batch(assets, out, old_logprobs):
+    return load(CONFIG, [
+        f"model.path={assets.policy}", f"data.train_path={assets.data / 'task_train.jsonl'}",
+        f"trainer.output_dir={out}", "algorithm.advantage=grpo", "algorithm.ppo_epochs=1",
+        "trainer.steps=3", "trainer.save_steps=0", "trainer.prompts_per_step=4", "trainer.mini_batch_size=32",
+        "ray.policy.replicas=1", "trainer.save_hf_model=false", "logging.progress=false",
+        f"algorithm.old_logprobs={old_logprobs}",
+    ])
+
+
+def test_reused_engine_logprobs_train_like_recomputed_ones(tiny_assets, ray_session, tmp_path):
+    # One optimizer step per batch: the ratio at that step is exactly 1 when the old log-probs are
+    # the policy's own, so the reused engine log-probs must give approx_kl ~ 0 and no clipping, and
+    # the same losses and samples as a run that recomputes them (one policy forward fewer per step).
+    runs = {}
+    for mode in ("auto", "recompute"):
+        summary = run_training(_one_update_per_batch(tiny_assets, tmp_path / mode, mode))
+        runs[mode] = (summary, read_metrics(str(tmp_path / mode)))
+    (reused_summary, reused), (recomputed_summary, recomputed) = runs["auto"], runs["recompute"]
+    assert reused_summary["old_logprobs"] == "rollout engine"
+    assert recomputed_summary["old_logprobs"] == "recomputed by the policy"
+    assert len(reused) == len(recomputed) == 3
+    for a, b in zip(reused, recomputed):
+        assert "rollout/logprob_abs_diff" not in a and b["rollout/logprob_abs_diff"] < 1e-4
+        assert a["policy/approx_kl"] < 1e-6 and a["policy/clipfrac"] == 0.0
+    # Step 1 samples the same tokens from the same weights on both sides (later steps may flip a
+    # sampled token, their weights differing by float noise).
+    a, b = reused[0], recomputed[0]
+    assert a["reward/mean"] == b["reward/mean"] and a["response_length/mean"] == b["response_length/mean"]
+    assert a["policy/loss"] == pytest.approx(b["policy/loss"], abs=1e-5)
+    assert a["kl/mean"] == pytest.approx(b["kl/mean"], abs=1e-5)

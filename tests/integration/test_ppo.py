@@ -34,6 +34,8 @@ def tiny_config(assets, output_dir, *extra):
         "trainer.zero_stage=2",
         "ray.policy.replicas=2",
         "logging.progress=false",
+        # The policy recomputes the engine's log-probs, so every step measures the sync gap.
+        "algorithm.old_logprobs=recompute",
         *extra,
     ])
 
@@ -60,6 +62,8 @@ def test_ppo_four_groups_learn_the_task(ppo_run):
     placement = json.load(open(os.path.join(cfg.trainer.output_dir, "placement.json")))
     assert set(placement) == {"policy", "critic", "reference", "reward", "rollout"}
     assert len(placement["policy"]) == 2
+    # Every actor process started with the passive OpenMP wait policy (actors/common.py says why).
+    assert {w["thread_env"]["OMP_WAIT_POLICY"] for where in placement.values() for w in where} == {"PASSIVE"}
 
 
 def test_metrics_have_the_documented_keys(ppo_run):

