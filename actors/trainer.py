@@ -9,6 +9,7 @@ import torch
 from actors.common import prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
+from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
@@ -148,6 +149,12 @@ class TrainingActor:
                 totals[k] = totals.get(k, 0.0) + v * w
             weight += w
         return TrainStats({k: v / max(weight, 1) for k, v in totals.items()}, weight)
+
+    def general_probe(self, text_rows: list, prompt_rows: list, max_new_tokens: int, pad_id: int) -> Optional[dict]:
+        """General-text log-likelihood and greedy continuations of the general prompts (rlhf.evaluation.probe);
+        every rank runs all rows (ZeRO-3 gathers stay in step), rank 0 answers."""
+        result = run_probe(self.model.module, text_rows, prompt_rows, max_new_tokens, pad_id)
+        return result if self.rank == 0 else None
 
     def weights_blob(self) -> Optional[bytes]:
         """Full weights as safetensors bytes on rank 0 (every rank must call: ZeRO-3 gathers)."""

@@ -1,4 +1,4 @@
-"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf plot`."""
+"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf plot`, `rlhf eval`."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rlhf.plots import add_plot_subcommand
 
     add_plot_subcommand(sub)
+
+    from rlhf.evaluation.report import add_eval_subcommand
+
+    add_eval_subcommand(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

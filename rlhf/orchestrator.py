@@ -5,6 +5,9 @@ process groups, the rollout engines load the start weights), optionally restores
 complete checkpoint, then `run()` loops over steps, and `shutdown()` kills the actors in the
 reverse order of their use (rollout, reward, reference, critic, policy) and frees the
 placement groups. Each step reads top to bottom as numbered phases, one call each.
+Evaluation (held-out reward on `data.eval_path` prompts, the general-ability probe and the
+forgetting gate of rlhf.evaluation) runs before the first step, every `eval.every_steps` and
+after the last.
 """
 from __future__ import annotations
 
@@ -29,12 +32,15 @@ from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
 from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
+from rlhf.evaluation.probe import GeneralProbe
+from rlhf.evaluation.tracker import EvalTracker
 from rlhf.faults import RESTARTABLE_ROLES, BadStepCounter, nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import push_policy_weights
+from rlhf.modes.runtime import (evaluation_due, generate_rollout, probe_general, push_policy_weights, save_best,
+                                score_rollout)
 from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
@@ -42,6 +48,9 @@ from rlhf.rollout.dispatch import PendingGenerations, collect_generations, submi
 from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 
 logger = logging.getLogger(__name__)
+
+EVAL_SEED = 7_000_003
+"""Held-out prompts are sampled with this seed (plus trainer.seed) at every eval point: same draws, new weights."""
 
 
 def _cat_split(refs: list) -> torch.Tensor:
@@ -68,6 +77,18 @@ class PPOOrchestrator:
             max_new_tokens=cfg.rollout.max_new_tokens,
         )
         logger.info("data %s: %s", cfg.data.train_path, self.data_counts)
+        self.eval_prompts: Optional[list[Prompt]] = None
+        if cfg.data.eval_path:
+            self.eval_prompts, eval_counts = load_prompts(
+                cfg.data.eval_path, self.tokenizer, cfg.data.prompt_key, cfg.data.max_prompt_tokens,
+                cfg.data.on_oversize, cfg.data.on_bad_row, cfg.data.apply_chat_template,
+                context_limit=context_limit(cfg.model.path, cfg.model.trust_remote_code),
+                max_new_tokens=cfg.rollout.max_new_tokens)
+            self.data_counts.update({f"eval_{k}": v for k, v in eval_counts.items()})
+        self.probe = GeneralProbe.from_config(cfg.eval, self.tokenizer)
+        self.tracker = EvalTracker("ppo", cfg.eval.max_general_drop, cfg.eval.on_general_drop)
+        self.best_dir: Optional[str] = None
+        self.gate_stopped = False  # the forgetting gate ended the run (eval.on_general_drop: stop)
         os.makedirs(self.output_dir, exist_ok=True)
         with open(os.path.join(self.output_dir, "data_report.json"), "w") as fh:
             json.dump({"train_path": cfg.data.train_path, **self.data_counts}, fh, indent=1)
@@ -172,15 +193,24 @@ class PPOOrchestrator:
             self.placement = None
 
     # ---------------------------------------------------------------- the loop
+    @property
+    def evaluating(self) -> bool:
+        return self.eval_prompts is not None or self.probe is not None
+
     def run(self) -> dict:
         cfg = self.cfg
+        fresh = self.step == 0 and self.evaluating
         metrics_log = MetricsLogger(self.output_dir, to_dict(cfg), cfg.logging.wandb, cfg.logging.progress,
-                                    cfg.trainer.steps, start_step=self.step)
+                                    cfg.trainer.steps + int(fresh), start_step=self.step)
         started = time.perf_counter()
         try:
+            if fresh:  # the starting model's held-out metrics: what gains and drops are measured against
+                metrics_log.log(0, self.evaluate(0))
             while self.step < cfg.trainer.steps:
                 self.step += 1
                 metrics, samples = self.train_step(self.step)
+                if self.evaluating and evaluation_due(cfg, self.step):
+                    metrics.update(self.evaluate(self.step))
                 metrics_log.log(self.step, metrics)
                 metrics_log.log_samples(self.step, *samples)
                 self.history.append(metrics)
@@ -189,8 +219,13 @@ class PPOOrchestrator:
                 if self.stop_requested:
                     self._stop_with_checkpoint()
                     break
+                if self.gate_stopped:
+                    logger.warning("forgetting gate stopped the run after step %d; the best model within the limit "
+                                   "is %s (step %s); no final/ written", self.step, self.best_dir,
+                                   self.tracker.best_step)
+                    break
             final_dir = None
-            if cfg.trainer.save_hf_model and not self.stopped:
+            if cfg.trainer.save_hf_model and not (self.stopped or self.gate_stopped):
                 final_dir = os.path.join(self.output_dir, "final")
                 self._phase("save_pretrained", lambda: get_fail_fast(self.groups["policy"].call("save_pretrained",
                                                                                                final_dir)))
@@ -303,6 +338,24 @@ class PPOOrchestrator:
         return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts],
                                generations, self.tokenizer, policy_version=version)
 
+    def evaluate(self, step: int) -> dict:
+        """Held-out reward (one seeded sample per eval prompt), the general probe, the gate."""
+        cfg, metrics = self.cfg, {}
+        if self.eval_prompts:
+            rollout = self._phase("evaluate", lambda: generate_rollout(
+                cfg, self.groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=EVAL_SEED + cfg.trainer.seed,
+                policy_version=step), stateful=("rollout",))
+            scores = self._phase("evaluate", lambda: score_rollout(self.groups["reward"], rollout), stateful=("reward",))
+            finite = scores[torch.isfinite(scores)]
+            metrics["eval/reward/mean"] = float(finite.mean()) if len(finite) else float("nan")
+        if self.probe is not None:
+            metrics.update(probe_general(self.groups["policy"], self.probe, fetch=get_fail_fast))
+        verdict = self.tracker.observe(step, metrics)
+        if verdict.new_best:
+            self.best_dir = save_best(self.groups["policy"], self.output_dir, step, metrics, fetch=get_fail_fast)
+        self.gate_stopped = verdict.action == "stop"
+        return metrics
+
     def make_experience(self, rollout: RolloutBatch):
         seq, attn, plen = rollout.sequences, rollout.attention_mask, rollout.prompt_len
 
@@ -393,6 +446,8 @@ class PPOOrchestrator:
             "python_rng": repr(random.getstate()),
             "torch_rng": torch.get_rng_state().tolist(),
             "bad_steps": self.bad_steps.state_dict(),
+            "eval": self.tracker.state_dict(),
+            "best_dir": self.best_dir,
         }
         with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
             json.dump(state, fh)
@@ -417,6 +472,9 @@ class PPOOrchestrator:
         self.bad_steps.load_state_dict(state.get("bad_steps", {"in_a_row": 0, "total": 0}))
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.sampler.load_state_dict(state["sampler"])
+        if "eval" in state:
+            self.tracker.load_state_dict(state["eval"])
+            self.best_dir = state.get("best_dir")
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         # The engines started from the base weights: give them the restored policy.
         self.push_weights(version=self.step)
@@ -475,5 +533,6 @@ class PPOOrchestrator:
             "output_dir": self.output_dir,
             "final_model": final_dir,
             "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
+            **({"evaluation": self.tracker.summary(self.best_dir)} if self.evaluating else {}),
         }
 

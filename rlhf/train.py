@@ -60,6 +60,10 @@ def print_summary(summary: dict) -> None:
     else:
         lines = [f"reward           {summary['reward_start']:.4f} (first steps) -> {summary['reward_end']:.4f} (last steps)",
                  f"kl               {summary['kl_end']:.4f}   kl coef {summary['kl_coef']:.5f}"]
+    if summary.get("evaluation"):
+        from rlhf.evaluation.report import summary_lines
+
+        lines += summary_lines(summary["evaluation"])
     print(
         "\n== run summary ==\n"
         f"mode             {summary.get('mode', 'ppo')}\n"
@@ -105,12 +109,14 @@ def run_training(cfg: Config, resume: bool = False) -> dict:
     """Validate, start/join Ray, run the mode named by `algorithm.name`, and always tear the actors down."""
     import ray
 
+    from rlhf.evaluation.leakage import check_eval_data
     from rlhf.modes import build_driver
 
     cfg.validate()
     os.makedirs(cfg.trainer.output_dir, exist_ok=True)
     dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
     driver = build_driver(cfg)  # reads data and tokenizer: bad input fails before any actor
+    check_eval_data(cfg)  # no evaluation row may be a training row
     started_ray = init_ray(cfg, driver.group_names())
     try:
         with stop_on_signals(driver):
@@ -149,6 +155,10 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     print_summary(summary)
+    if summary.get("evaluation", {}).get("gate") == "stopped":
+        print("stopped by the forgetting gate (eval.on_general_drop=stop); best model within the limit: "
+              f"{summary['evaluation']['best_model']}", flush=True)
+        return 3
     if summary["stopped"]:
         print("stopped on request; resubmit with --resume to continue", flush=True)
         return 143

@@ -3,10 +3,11 @@
 Layout of ``out_dir``::
 
     policy/      LlamaForCausalLM + tokenizer   (policy and reference)
+    base/        the same architecture pre-trained for seconds on the corpus (general-ability probes)
     reward/      LlamaForSequenceClassification (num_labels=1) + tokenizer (reward and critic)
     judge/       a smaller LlamaForCausalLM trained to grade letters answers by the packaged rubric
     teacher/     a larger LlamaForCausalLM trained on correct letters answers (the distillation teacher)
-    data/        task_*, sft_*, prefs_* JSONL files and general_eval.txt
+    data/        task_*, sft_*, prefs_* JSONL files, general_eval.txt, general_prompts.jsonl
     assets.json  what was built: seed, sizes, parameter counts, relative paths
 
 Both model folders hold the tokenizer, so ``AutoTokenizer.from_pretrained`` and the
@@ -27,8 +28,9 @@ import transformers
 from rlhf.assets.datasets import split_prompts, write_datasets
 from rlhf.assets.judge import JUDGE_SPEC, train_judge
 from rlhf.assets.models import TinyModelSpec, build_policy, build_reward, count_params
+from rlhf.assets.pretrain import pretrain_base
 from rlhf.assets.teacher import TEACHER_SPEC, train_teacher
-from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer
+from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE, build_tokenizer, read_corpus
 from rlhf.rewards.rubric import load_rubric
 
 MANIFEST = "assets.json"
@@ -43,6 +45,7 @@ class AssetPaths:
     reward: Path
     judge: Path
     teacher: Path
+    base: Path
     data: Path
     manifest: Path
 
@@ -55,7 +58,7 @@ class AssetPaths:
         """Paths of an asset folder laid out by ``build_assets`` (not checked for existence)."""
         root = Path(out_dir).resolve()
         return cls(root=root, policy=root / "policy", reward=root / "reward", judge=root / "judge",
-                   teacher=root / "teacher", data=root / "data",
+                   teacher=root / "teacher", base=root / "base", data=root / "data",
                    manifest=root / MANIFEST)
 
 
@@ -66,6 +69,7 @@ def build_assets(
     spec: TinyModelSpec = TinyModelSpec(),
     judge: bool = True,
     teacher: bool = True,
+    base: bool = True,
 ) -> AssetPaths:
     """Train the tokenizer, initialise the models, write the datasets; return their paths.
 
@@ -89,8 +93,17 @@ def build_assets(
     tok.save_pretrained(paths.reward)
 
     data_files = write_datasets(paths.data, seed=seed)
-
     params = {"policy": count_params(policy), "reward": count_params(reward)}
+
+    base_training = None
+    if base:  # a starting model with general ability to lose (the forgetting gate): the policy's
+        # architecture and seed, trained on the corpus (about 10 CPU-seconds)
+        base_model = build_policy(spec, seed=seed, **ids)
+        base_training = pretrain_base(base_model, tok, read_corpus(), seed=seed)
+        base_model.save_pretrained(paths.base)
+        tok.save_pretrained(paths.base)
+        params["base"] = count_params(base_model)
+
     judge_training = None
     if judge:  # trained (about 10 CPU-seconds), on train prompts only, with the rubric LocalJudge reads
         judge_model = build_policy(JUDGE_SPEC, seed=seed + 2, **ids)
@@ -114,9 +127,11 @@ def build_assets(
         "params": params,
         "judge_training": judge_training,
         "teacher_training": teacher_training,
+        "base_training": base_training,
         "paths": {
             "policy": "policy",
             "reward": "reward",
+            **({"base": "base"} if base else {}),
             **({"judge": "judge"} if judge else {}),
             **({"teacher": "teacher"} if teacher else {}),
             "data": {name: f"data/{name}" for name in data_files},

@@ -50,6 +50,8 @@ def run_assets(args: argparse.Namespace) -> int:
     print(f"  reward  {m['params']['reward']:>9,} params  {paths.reward}")
     if "teacher" in m["params"]:
         print(f"  teacher {m['params']['teacher']:>9,} params  {paths.teacher}")
+    if "base" in m["params"]:
+        print(f"  base    {m['params']['base']:>9,} params  {paths.base}  (pre-trained on the corpus, for general-ability probes)")
     rows = ", ".join(f"{name} {n}" for name, n in m["rows"].items())
     print(f"  data    {paths.data}  ({rows})")
     print(f"  manifest {paths.manifest}")

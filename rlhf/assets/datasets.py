@@ -7,7 +7,9 @@ Files written under ``OUT/data/`` (one JSON object per line, UTF-8):
 - ``prefs_{train,eval}.jsonl``: ``{"prompt", "chosen", "rejected"}``, chosen correct and
   rejected a wrong-letter, garbled or chatty answer that scores strictly lower;
 - ``general_eval.txt``: plain English lines that are not in the tokenizer corpus,
-  for perplexity probes.
+  for perplexity probes;
+- ``general_prompts.jsonl``: ``{"prompt", "answer"}``, corpus sentence starts and their next word,
+  which the pre-trained ``base`` model mostly completes (see ``rlhf.assets.pretrain``).
 
 Prompts are the plain user text; the data pipeline applies the chat template. Every
 eval prompt is absent from every train file, and each split holds the same number
@@ -29,7 +31,7 @@ DATA_FILES = (
     "task_train.jsonl", "task_eval.jsonl",
     "sft_train.jsonl", "sft_eval.jsonl",
     "prefs_train.jsonl", "prefs_eval.jsonl",
-    "general_eval.txt",
+    "general_eval.txt", "general_prompts.jsonl",
 )
 
 # Written for this project and kept out of corpus.txt, so the tokenizer (and any
@@ -212,4 +214,8 @@ def write_datasets(data_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     general = data_dir / "general_eval.txt"
     general.write_text("\n".join(GENERAL_EVAL_LINES) + "\n", encoding="utf-8")
     out["general_eval.txt"] = general
+    from rlhf.assets.pretrain import general_prompt_rows
+    from rlhf.assets.tokenizer import read_corpus
+
+    out["general_prompts.jsonl"] = write_jsonl(data_dir / "general_prompts.jsonl", general_prompt_rows(read_corpus()))
     return out

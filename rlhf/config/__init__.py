@@ -5,6 +5,7 @@ from rlhf.config.schema import (
     Config,
     ConfigError,
     DataConfig,
+    EvalConfig,
     GroupConfig,
     KLConfig,
     LoggingConfig,
@@ -19,7 +20,7 @@ from rlhf.config.schema import (
 )
 
 __all__ = [
-    "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "GroupConfig", "KLConfig", "LoggingConfig",
+    "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "GroupConfig", "KLConfig", "LoggingConfig",
     "LoraConfig", "ModelConfig", "PeftConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
     "all_keys", "dump", "load", "parse_override", "to_dict",
 ]

@@ -450,8 +450,6 @@ class TrainerConfig:
     """`auto`: continue from the latest complete checkpoint in output_dir when there is one."""
     save_hf_model: bool = True
     """Save the final policy in Hugging Face format under output_dir/final."""
-    eval_steps: int = 0
-    """sft / rm / dpo / rlaif: evaluate on the held-out split every N steps (0: only before and after training)."""
     max_bad_steps: int = 3
     """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
 
@@ -464,8 +462,43 @@ class TrainerConfig:
         _check(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
         _check(0 <= self.zero_stage <= 3, "trainer.zero_stage", "must be 0, 1, 2 or 3")
         _check(self.save_steps >= 0, "trainer.save_steps", "must be >= 0")
-        _check(self.eval_steps >= 0, "trainer.eval_steps", "must be >= 0")
         _one_of(self.resume, ("off", "auto"), "trainer.resume")
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = 0
+    """Evaluate every N steps (0: only before the first and after the last step): the target metric on
+    the held-out split (`data.eval_path` / `data.eval_fraction`) and the general-ability probe."""
+    general_text_path: Optional[str] = None
+    """Held-out general text, one passage per line: its perplexity, compared with the starting model's."""
+    general_prompts_path: Optional[str] = None
+    """General prompts, `{"prompt", "answer"}` rows: the share whose greedy continuation `general_checker` accepts."""
+    general_checker: str = "rlhf.evaluation.probe:first_word_matches"
+    """`module:function` called as fn(continuation, answer) -> bool."""
+    max_new_tokens: int = 4
+    """Greedy tokens generated for each general prompt."""
+    max_samples: int = 0
+    """Use at most this many rows of each general set (0: all)."""
+    max_general_drop: Optional[float] = None
+    """The forgetting gate: the largest allowed drop of general ability against the starting model (0.05 = 5%);
+    null: the drop is only reported. The best evaluated model within it is kept in output_dir/best."""
+    on_general_drop: str = "warn"
+    """Over the limit: `warn` (log it, go on) or `stop` (end the run; best/ holds the best model within it)."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps >= 0, "eval.every_steps", "must be >= 0")
+        _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
+        _check(self.max_samples >= 0, "eval.max_samples", "must be >= 0 (0: all rows)")
+        _check(":" in self.general_checker, "eval.general_checker",
+               f"must look like module:function; got {self.general_checker!r}")
+        _check(self.max_general_drop is None or 0 < self.max_general_drop <= 1, "eval.max_general_drop",
+               "must be in (0, 1] or null")
+        _one_of(self.on_general_drop, ("warn", "stop"), "eval.on_general_drop")
+
+    @property
+    def general_probe(self) -> bool:
+        return bool(self.general_text_path or self.general_prompts_path)
 
 
 @dataclass
@@ -547,6 +580,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -573,9 +607,10 @@ class Config:
                 "into the base weights, and the rollout engines (vLLM, builtin) generate from plain weights, so they "
                 "would sample from another policy than the one trained; use lora or ia3 (they merge), or "
                 f"{method} with sft or dpo")
+        self._validate_eval()
         if mode == "ppo":
-            _check(not (self.data.eval_path or self.data.eval_fraction), "data.eval_path",
-                   "a held-out split is used by sft, rm, dpo and rlaif; ppo does not read one yet")
+            _check(not self.data.eval_fraction, "data.eval_fraction",
+                   "ppo reads held-out prompts from data.eval_path only")
             self._validate_ppo()
             return
         trained = "reward" if mode == "rm" else "policy"
@@ -591,6 +626,19 @@ class Config:
         if mode == "rlaif":
             _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
                    "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
+
+    def _validate_eval(self) -> None:
+        ev = self.eval
+        for key in ("general_text_path", "general_prompts_path"):
+            path = getattr(ev, key)
+            _check(path is None or os.path.isfile(path), f"eval.{key}", f"{path!r} is not a file")
+        if ev.general_probe:
+            _check(self.algorithm.name != "rm", "eval.general_text_path",
+                   "the general-ability probe needs a causal LM; rm trains a reward model (unset eval.general_*)")
+        _check(ev.max_general_drop is None or ev.general_probe, "eval.max_general_drop",
+               "needs a general-ability probe: set eval.general_text_path and/or eval.general_prompts_path")
+        _check(ev.on_general_drop != "stop" or ev.max_general_drop is not None, "eval.on_general_drop",
+               "stop needs eval.max_general_drop")
 
     def _validate_ppo(self) -> None:
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt

@@ -250,5 +250,8 @@ def train_and_eval(load, data: DataConfig, seed: int) -> tuple[list, Optional[li
     if data.eval_fraction:
         train_idx, eval_idx = holdout_split(len(train), data.eval_fraction, seed)
         counts.update(train_rows=len(train_idx), eval_rows=len(eval_idx))
+        from rlhf.evaluation.leakage import check_held_out
+
+        check_held_out(data, {train[i].row for i in train_idx}, {train[i].row for i in eval_idx})
         return [train[i] for i in train_idx], [train[i] for i in eval_idx], counts
     return train, None, counts

@@ -14,7 +14,7 @@ student's engines, which get its weights through PPO's push path).
   are written to `OUTPUT_DIR/teacher_data.jsonl` ({prompt, response}, counted in data_report.json)
   and the student is fine-tuned on them with the SFT mode's steps and loss (`SFTSteps`).
 
-Held-out metrics (step 0, every `trainer.eval_steps`, the end), both modes: the student samples one
+Held-out metrics (step 0, every `eval.every_steps`, the end), both modes: the student samples one
 answer per held-out prompt with a fixed seed; `eval/distill/divergence` (and both KLs) is measured
 on the student's own samples, where on-policy distillation trains; `eval/student/task_score` and
 `eval/teacher/task_score` score the student's and the teacher's answers with `reward.function`;

@@ -2,8 +2,10 @@
 
 A mode (sft, rm, dpo, rlaif) supplies only its own pieces: which groups it needs, one training
 step and one evaluation; `ModeRuntime` places and spawns the groups, runs the numbered loop
-(train step, evaluation every `trainer.eval_steps` and at both ends, log, checkpoint), saves the
-trained model in Hugging Face format and tears everything down in reverse order of use.
+(train step, evaluation every `eval.every_steps` and at both ends, log, checkpoint), saves the
+trained model in Hugging Face format and tears everything down in reverse order of use. Each
+evaluation adds the general-ability probe when configured, and the forgetting gate
+(rlhf.evaluation) may keep the best model within its limit in `best/` or stop the run.
 The rollout phases (`generate_rollout`, `push_policy_weights`) are PPO's, shared here.
 """
 from __future__ import annotations
@@ -22,8 +24,11 @@ from actors.trainer import TrainingActor
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
 from rlhf.data.prompts import Prompt
+from rlhf.evaluation.probe import GeneralProbe
+from rlhf.evaluation.tracker import EvalTracker
 from rlhf.metrics import MetricsLogger
 from rlhf.masked import masked_sum
+from rlhf.models.loading import load_tokenizer
 from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
 from rlhf.rollout import SamplingSpec
 from rlhf.rollout.batch import collate_rollout
@@ -66,6 +71,28 @@ def evaluate_on(group: ActorGroup, batch) -> dict[str, float]:
     """The objective's metrics on a held-out batch (its length a multiple of replicas * micro-batch)."""
     stats = ray.get(group.call_each("evaluate", [(shard,) for shard in batch.split(len(group))]))
     return {f"eval/{k}": v for k, v in TrainStats.merge(stats).items()}
+
+
+def probe_general(policy: ActorGroup, probe: GeneralProbe, fetch: Callable[[list], list] = ray.get) -> dict:
+    """The general-ability probe on the policy replicas (each runs every row; rank 0 answers)."""
+    return probe.metrics(fetch(policy.call("general_probe", *probe.actor_args()))[0])
+
+
+def evaluation_due(cfg: Config, step: int) -> bool:
+    """Evaluate after the last step and every `eval.every_steps` steps (step 0 is the caller's)."""
+    every = cfg.eval.every_steps
+    return step == cfg.trainer.steps or bool(every and step % every == 0)
+
+
+def save_best(policy: ActorGroup, output_dir: str, step: int, metrics: dict,
+              fetch: Callable[[list], list] = ray.get) -> str:
+    """The evaluated model into output_dir/best (Hugging Face format, or PEFT adapters), with best.json."""
+    folder = os.path.join(output_dir, "best")
+    fetch(policy.call("save_pretrained", folder))
+    with open(os.path.join(folder, "best.json"), "w") as fh:
+        json.dump({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}}, fh, indent=1)
+    logger.info("best model within the general-drop limit: step %d, saved to %s", step, folder)
+    return folder
 
 
 def reference_is_folded(cfg: Config) -> bool:
@@ -151,6 +178,12 @@ class ModeRuntime:
         self.history: list[dict] = []
         self.start_metrics: dict = {}
         """The held-out metrics of the starting model (step 0 of metrics.jsonl)."""
+        self.probe = (GeneralProbe.from_config(cfg.eval, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code))
+                      if cfg.eval.general_probe else None)
+        self.tracker = EvalTracker(cfg.algorithm.name, cfg.eval.max_general_drop, cfg.eval.on_general_drop)
+        self.best_dir: Optional[str] = None
+        self.gate_stopped = False
+        """The forgetting gate ended the run (eval.on_general_drop: stop); no final/ is written."""
         self.stop_requested = False
         """Set by SIGTERM (`ray job stop`) or Ctrl-C: finish the step, checkpoint, end without the final save."""
         logger.info("data: %s", data_report)
@@ -195,20 +228,24 @@ class ModeRuntime:
                                     cfg.trainer.steps + int(fresh), start_step=self.step)
         started = time.perf_counter()
         final_dir = None
+        if self.probe is None and evaluate is None:
+            evaluation = None
+        else:
+            evaluation = lambda step: self.evaluation(evaluate, step)  # noqa: E731
         try:
-            # 0. The held-out metric of the starting model: what "improved" is measured against.
-            if evaluate is not None and fresh:
-                self.start_metrics = evaluate()
+            # 0. The held-out metrics of the starting model: what "improved" and "dropped" are measured against.
+            if evaluation is not None and fresh:
+                self.start_metrics = evaluation(0)
                 metrics_log.log(0, self.start_metrics)
             while self.step < cfg.trainer.steps:
                 self.step += 1
                 step_start = time.perf_counter()
                 # 1. One training step of the mode (its own numbered phases inside).
                 metrics = train_step(self.step)
-                # 2. Held-out evaluation every eval_steps and after the last step.
+                # 2. Held-out evaluation (and the forgetting gate) every eval.every_steps and after the last step.
                 last = self.step == cfg.trainer.steps
-                if evaluate is not None and (last or (cfg.trainer.eval_steps and self.step % cfg.trainer.eval_steps == 0)):
-                    metrics.update(evaluate())
+                if evaluation is not None and evaluation_due(cfg, self.step):
+                    metrics.update(evaluation(self.step))
                 metrics["timing/step_s"] = time.perf_counter() - step_start
                 # 3. Log, and checkpoint every save_steps and at the end.
                 metrics_log.log(self.step, metrics)
@@ -219,20 +256,40 @@ class ModeRuntime:
                 if self.stop_requested:
                     logger.warning("stopped after step %d with a checkpoint; --resume continues", self.step)
                     break
-            if cfg.trainer.save_hf_model and not self.stop_requested:
+                if self.gate_stopped:
+                    logger.warning("forgetting gate stopped the run after step %d; the best model within the limit "
+                                   "is %s (step %s); no final/ written", self.step, self.best_dir,
+                                   self.tracker.best_step)
+                    break
+            if cfg.trainer.save_hf_model and not (self.stop_requested or self.gate_stopped):
                 final_dir = os.path.join(self.output_dir, "final")
                 ray.get(self.groups[self.trained_role].call("save_pretrained", final_dir))
         finally:
             metrics_log.close()
-        return {"steps": self.step, "stopped": self.stop_requested, "wall_s": time.perf_counter() - started,
-                "output_dir": self.output_dir,
-                "final_model": final_dir, "metrics": os.path.join(self.output_dir, "metrics.jsonl")}
+        summary = {"steps": self.step, "stopped": self.stop_requested, "wall_s": time.perf_counter() - started,
+                   "output_dir": self.output_dir,
+                   "final_model": final_dir, "metrics": os.path.join(self.output_dir, "metrics.jsonl")}
+        if evaluation is not None:
+            summary["evaluation"] = self.tracker.summary(self.best_dir)
+        return summary
+
+    def evaluation(self, evaluate: Optional[Callable[[], dict]], step: int) -> dict:
+        """The mode's held-out metrics, the general probe, their changes since step 0, and the gate."""
+        metrics = evaluate() if evaluate is not None else {}
+        if self.probe is not None:
+            metrics.update(probe_general(self.groups[self.trained_role], self.probe))
+        verdict = self.tracker.observe(step, metrics)
+        if verdict.new_best:
+            self.best_dir = save_best(self.groups[self.trained_role], self.output_dir, step, metrics)
+        self.gate_stopped = verdict.action == "stop"
+        return metrics
 
     def _save_checkpoint(self, state: dict) -> str:
         staging = self.checkpoints.staging(self.step)
         ray.get(self.groups[self.trained_role].call("save_checkpoint", os.path.join(staging, self.trained_role)))
         with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
-            json.dump({"step": self.step, "mode": state, "torch_rng": torch.get_rng_state().tolist()}, fh)
+            json.dump({"step": self.step, "mode": state, "eval": self.tracker.state_dict(), "best_dir": self.best_dir,
+                       "torch_rng": torch.get_rng_state().tolist()}, fh)
         return self.checkpoints.commit(self.step, staging)
 
     def _restore_latest(self, load_mode_state: Callable[[dict], None]) -> None:
@@ -246,6 +303,9 @@ class ModeRuntime:
         ray.get(self.groups[self.trained_role].call("load_checkpoint", os.path.join(folder, self.trained_role)))
         self.step = state["step"]
         load_mode_state(state["mode"])
+        if "eval" in state:
+            self.tracker.load_state_dict(state["eval"])
+            self.best_dir = state.get("best_dir")
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         logger.info("resumed from %s at step %d", folder, self.step)
 
@@ -282,3 +342,15 @@ class ModeDriver:
     def _run(self, mode: str, train_step, evaluate, save_state, load_state, headline_keys: list[str]) -> dict:
         summary = self.runtime.run(train_step, evaluate, save_state, load_state, self._resume)
         return {**summary, "mode": mode, "headline": self.runtime.headline(headline_keys)}
+
+    def evaluate_once(self) -> dict:
+        """`rlhf eval`: the held-out metrics and the general probe of the model the groups loaded, no training."""
+        evaluate = getattr(self, "evaluate", None)
+        runtime = self.runtime
+        metrics = evaluate() if evaluate is not None and self._has_held_out() else {}
+        if runtime.probe is not None:
+            metrics.update(probe_general(runtime.groups[runtime.trained_role], runtime.probe))
+        return metrics
+
+    def _has_held_out(self) -> bool:
+        return bool(self.cfg.data.eval_path or self.cfg.data.eval_fraction)

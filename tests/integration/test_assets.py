@@ -155,7 +155,7 @@ def test_deterministic_build_across_processes(assets: AssetPaths, tmp_path: Path
     assert "policy" in proc.stdout and "524,928" in proc.stdout
     assert _file_bytes(out) == _file_bytes(assets.root)
 
-    other = build_assets(tmp_path / "seed1", seed=1, spec=TinyModelSpec(), judge=False, teacher=False)
+    other = build_assets(tmp_path / "seed1", seed=1, spec=TinyModelSpec(), judge=False, teacher=False, base=False)
     assert other.policy.joinpath("model.safetensors").read_bytes() != assets.policy.joinpath("model.safetensors").read_bytes()
     # The tokenizer does not depend on the seed, only the weights and data order do.
     assert other.policy.joinpath("tokenizer.json").read_bytes() == assets.policy.joinpath("tokenizer.json").read_bytes()

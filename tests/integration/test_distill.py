@@ -33,7 +33,7 @@ def _placed_groups(cfg) -> set[str]:
 
 
 def test_on_policy_distillation_lowers_held_out_divergence_and_resumes(tiny_assets, ray_session, tmp_path):
-    cfg = distill_config(tiny_assets, tmp_path / "straight", "trainer.steps=10", "trainer.eval_steps=0",
+    cfg = distill_config(tiny_assets, tmp_path / "straight", "trainer.steps=10", "eval.every_steps=0",
                          "trainer.save_steps=5")
     summary = run_training(cfg)
     rows = read_metrics(cfg.trainer.output_dir)
@@ -67,7 +67,7 @@ def test_on_policy_distillation_lowers_held_out_divergence_and_resumes(tiny_asse
 
 def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_session, tmp_path):
     cfg = distill_config(tiny_assets, tmp_path, "algorithm.distill.mode=offline", "trainer.steps=20",
-                         "trainer.eval_steps=0", "trainer.mini_batch_size=16", "trainer.micro_batch_size=8",
+                         "eval.every_steps=0", "trainer.mini_batch_size=16", "trainer.micro_batch_size=8",
                          "rollout.samples_per_prompt=1", "ray.policy.replicas=1")
     summary = run_training(cfg)
     rows = read_metrics(cfg.trainer.output_dir)

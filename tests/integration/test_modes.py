@@ -128,7 +128,7 @@ def test_dpo_with_lora_folds_the_reference_into_the_policy(tiny_assets, ray_sess
 def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_session, tmp_path):
     # AI feedback from the tiny judge LM and the packaged rubric; the win-rate is the judge's verdict.
     cfg = mode_config("rlaif", tiny_assets, tmp_path, "data.train_path=DATA/task_train.jsonl",
-                      "data.eval_path=DATA/task_eval.jsonl", "trainer.steps=30", "trainer.eval_steps=15",
+                      "data.eval_path=DATA/task_eval.jsonl", "trainer.steps=30", "eval.every_steps=15",
                       f"reward.judge.model_path={tiny_assets.judge}")
     summary, rows = run(cfg)
     assert _placed_groups(cfg) == {"policy", "reference", "reward", "rollout"}

@@ -50,7 +50,7 @@ def _trainable_fraction(tiny_assets, model) -> float:
 def test_sft_trains_with_the_method_and_its_adapter_loads_back(tiny_assets, ray_session, tmp_path, method, replicas):
     # Packed rows (sft_tiny.yaml); prompt tuning on two ZeRO-2 data-parallel replicas.
     cfg = mode_config("sft", tiny_assets, tmp_path, "data.train_path=DATA/sft_train.jsonl",
-                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=20", "trainer.eval_steps=0",
+                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=20", "eval.every_steps=0",
                       f"ray.policy.replicas={replicas}", *METHOD_SETTINGS[method])
     summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))
@@ -78,7 +78,7 @@ def test_sft_trains_with_the_method_and_its_adapter_loads_back(tiny_assets, ray_
 @pytest.mark.parametrize("method", ["ia3", "prompt_tuning"])
 def test_dpo_trains_with_the_method_and_its_adapter_loads_back(tiny_assets, ray_session, tmp_path, method):
     cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
-                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=20", "trainer.eval_steps=0",
+                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=20", "eval.every_steps=0",
                       *ONE_REPLICA, *METHOD_SETTINGS[method])
     summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))

@@ -28,7 +28,7 @@ def assert_real_pngs(paths: list[str], names: set[str]) -> None:
 def test_plot_writes_the_curves_of_a_real_sft_run(tiny_assets, ray_session, tmp_path, capsys):
     run_dir = tmp_path / "run"
     cfg = mode_config("sft", tiny_assets, run_dir, "data.train_path=DATA/sft_train.jsonl",
-                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=4", "trainer.eval_steps=2",
+                      "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=4", "eval.every_steps=2",
                       "ray.policy.replicas=1", "trainer.save_hf_model=false")
     run_training(cfg)
     capsys.readouterr()
