@@ -12,10 +12,10 @@ on one thread, so the same seed gives the same judge on the same machine.
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 
+from rlhf.assets.fit import fit_in_place
 from rlhf.assets.datasets import _CHATTER
 from rlhf.assets.models import TinyModelSpec
 from rlhf.models.forward import causal_lm_logits
@@ -70,32 +70,13 @@ def judge_examples(prompts: list[str], tokenizer, rubric: Rubric, count: int, se
 def train_judge(model, tokenizer, rubric: Rubric, prompts: list[str], seed: int = 0, steps: int = 150,
                 batch_size: int = 32, learning_rate: float = 4e-3, examples: int = 6000) -> dict:
     """Train `model` in place on judge examples; returns {"seconds", "cpu_seconds", "final_loss"}."""
-    start, cpu_start = time.perf_counter(), time.process_time()
     rows, labels = judge_examples(prompts, tokenizer, rubric, examples, seed)
     pad = tokenizer.pad_token_id
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    losses = []
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
-            for _ in range(steps):
-                index = torch.randint(len(rows), (batch_size,)).tolist()
-                ids, mask = left_pad([rows[i] for i in index], pad)
-                logits = causal_lm_logits(model, ids, mask)[:, -1]
-                loss = torch.nn.functional.cross_entropy(logits, torch.tensor([labels[i] for i in index]))
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    tail = losses[-20:]
-    return {"seconds": round(time.perf_counter() - start, 3), "cpu_seconds": round(time.process_time() - cpu_start, 3),
-            "final_loss": round(sum(tail) / len(tail), 4)}
+
+    def batch_loss() -> torch.Tensor:
+        index = torch.randint(len(rows), (batch_size,)).tolist()
+        ids, mask = left_pad([rows[i] for i in index], pad)
+        logits = causal_lm_logits(model, ids, mask)[:, -1]
+        return torch.nn.functional.cross_entropy(logits, torch.tensor([labels[i] for i in index]))
+
+    return fit_in_place(model, batch_loss, steps, learning_rate, warmup_steps=20, seed=seed)

@@ -12,10 +12,10 @@ both, which is what the gate measures. Training is seeded and single-threaded (r
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 
+from rlhf.assets.fit import fit_in_place
 from rlhf.models.forward import causal_lm_logits
 
 PROMPTS_PER_LINE_EVERY = 4
@@ -49,35 +49,17 @@ def general_prompt_rows(lines: list[str]) -> list[dict]:
 def pretrain_base(model, tokenizer, lines: list[str], seed: int = 0, steps: int = 200, batch_size: int = 16,
                   learning_rate: float = 3e-3) -> dict:
     """Train `model` in place on the corpus lines; returns {"seconds", "final_loss"}."""
-    start = time.perf_counter()
     examples = corpus_examples(tokenizer, lines)
     pad = tokenizer.pad_token_id
     rng = random.Random(f"pretrain-{seed}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    losses = []
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
-            for _ in range(steps):
-                batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-                width = max(len(ids) for ids in batch)
-                ids = torch.tensor([row + [pad] * (width - len(row)) for row in batch])
-                mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch])
-                logits = causal_lm_logits(model, ids, mask)[:, :-1]
-                labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    tail = losses[-20:]
-    return {"seconds": round(time.perf_counter() - start, 3), "final_loss": round(sum(tail) / len(tail), 4)}
+
+    def batch_loss() -> torch.Tensor:
+        batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+        width = max(len(ids) for ids in batch)
+        ids = torch.tensor([row + [pad] * (width - len(row)) for row in batch])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch])
+        logits = causal_lm_logits(model, ids, mask)[:, :-1]
+        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    return fit_in_place(model, batch_loss, steps, learning_rate, warmup_steps=20, seed=seed)

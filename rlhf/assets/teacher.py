@@ -11,10 +11,10 @@ machine; it costs a few CPU-seconds (measured numbers in the README).
 from __future__ import annotations
 
 import random
-import time
 
 import torch
 
+from rlhf.assets.fit import fit_in_place
 from rlhf.assets.datasets import correct_response
 from rlhf.assets.models import TinyModelSpec
 from rlhf.losses.sft import IGNORE_INDEX, sft_loss
@@ -53,31 +53,12 @@ def _right_pad(rows: list[tuple[list[int], list[int]]], pad_id: int):
 def train_teacher(model, tokenizer, prompts: list[str], seed: int = 0, steps: int = 40, batch_size: int = 32,
                   learning_rate: float = 3e-3, examples: int = 2000) -> dict:
     """Train `model` in place on correct answers to `prompts`; returns {"seconds", "cpu_seconds", "final_loss"}."""
-    start, cpu_start = time.perf_counter(), time.process_time()
     rows = teacher_examples(prompts, tokenizer, examples, seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    losses = []
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
-            for _ in range(steps):
-                index = torch.randint(len(rows), (batch_size,)).tolist()
-                ids, labels, mask = _right_pad([rows[i] for i in index], tokenizer.pad_token_id)
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                loss, _ = sft_loss(logits, labels)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    tail = losses[-10:]
-    return {"seconds": round(time.perf_counter() - start, 3), "cpu_seconds": round(time.process_time() - cpu_start, 3),
-            "final_loss": round(sum(tail) / len(tail), 4)}
+
+    def batch_loss() -> torch.Tensor:
+        index = torch.randint(len(rows), (batch_size,)).tolist()
+        ids, labels, mask = _right_pad([rows[i] for i in index], tokenizer.pad_token_id)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return sft_loss(logits, labels)[0]
+
+    return fit_in_place(model, batch_loss, steps, learning_rate, warmup_steps=10, seed=seed, tail=10)
