@@ -31,14 +31,14 @@ from actors.trainer import TrainingActor
 from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
-from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
+from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
 from rlhf.evaluation.probe import GeneralProbe
 from rlhf.evaluation.tracker import EvalTracker
 from rlhf.faults import RESTARTABLE_ROLES, BadStepCounter, nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.masked import masked_mean
 from rlhf.metrics import MetricsLogger
-from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import (evaluation_due, generate_rollout, probe_general, push_policy_weights, save_best,
                                 score_rollout)
 from rlhf.records import Experience, RolloutBatch, TrainStats
@@ -67,9 +67,7 @@ class PPOOrchestrator:
                                                              cfg.model.dtype, cfg.model.quantization)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        if cfg.data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
+        self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)
         prompts, self.data_counts = load_prompts(
             cfg.data.train_path, self.tokenizer, cfg.data.prompt_key, cfg.data.max_prompt_tokens,
             cfg.data.on_oversize, cfg.data.on_bad_row, cfg.data.apply_chat_template,

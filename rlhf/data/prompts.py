@@ -28,6 +28,16 @@ class Prompt:
     token_ids: list[int]
 
 
+def prompt_tokenizer(model_path: str, data, trust_remote_code: bool = False):
+    """The model's tokenizer, with the chat template `data` (a DataConfig) asks for when prompts are wrapped."""
+    from rlhf.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    if data.apply_chat_template:
+        ensure_chat_template(tokenizer, data.chat_template_path, model_path)
+    return tokenizer
+
+
 def ensure_chat_template(tokenizer, template_path: Optional[str], model_path: str) -> None:
     """Use `template_path` if given; otherwise the tokenizer must have a template of its own."""
     if template_path:

@@ -40,7 +40,7 @@ from actors.rollout import RolloutActor
 from rlhf.assets.datasets import write_jsonl
 from rlhf.config import Config, ConfigError
 from rlhf.data.examples import load_sft_examples, train_and_eval
-from rlhf.data.prompts import PromptSampler, _parse_prompt, ensure_chat_template, load_prompts
+from rlhf.data.prompts import PromptSampler, _parse_prompt, load_prompts, prompt_tokenizer
 from rlhf.data.reader import ReadReport, read_rows
 from rlhf.models.loading import context_limit, load_tokenizer
 from rlhf.modes.runtime import (ModeDriver, ModeRuntime, evaluate_on, generate_rollout, padded_size,
@@ -92,9 +92,7 @@ class DistillDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         data, model = cfg.data, cfg.model
-        self.tokenizer = load_tokenizer(model.path, model.trust_remote_code)
-        if data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, data.chat_template_path, model.path)
+        self.tokenizer = prompt_tokenizer(model.path, data, model.trust_remote_code)
         check_same_tokenizer(model.path, model.teacher_path, model.trust_remote_code)
         limits = [context_limit(p, model.trust_remote_code) for p in (model.path, model.teacher_path)]
         limit = min((x for x in limits if x is not None), default=None)

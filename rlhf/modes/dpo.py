@@ -23,8 +23,8 @@ from actors.frozen import ReferenceActor
 from rlhf.config import Config
 from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
-from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.data.prompts import PromptSampler, prompt_tokenizer
+from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import (ModeDriver, ModeRuntime, evaluate_on, padded_size, reference_is_folded,
                                 reference_logps, train_on)
 
@@ -37,9 +37,7 @@ PRECOMPUTE_CHUNK = 64
 class DPODriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        if cfg.data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, cfg.model.path)
+        self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)
         check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
         self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)

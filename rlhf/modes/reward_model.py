@@ -12,8 +12,8 @@ import logging
 from rlhf.config import Config
 from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import check_context, load_preference_examples, train_and_eval
-from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.data.prompts import PromptSampler, prompt_tokenizer
+from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,7 @@ class RewardModelDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         start = cfg.model.reward_path or cfg.model.path
-        self.tokenizer = load_tokenizer(start, cfg.model.trust_remote_code)
-        if cfg.data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, cfg.data.chat_template_path, start)
+        self.tokenizer = prompt_tokenizer(start, cfg.data, cfg.model.trust_remote_code)
         check_context(cfg.data, context_limit(start, cfg.model.trust_remote_code))
         self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)

@@ -31,8 +31,8 @@ from actors.rollout import RolloutActor
 from rlhf.config import Config
 from rlhf.data.batching import padded_preference_batch
 from rlhf.data.examples import PreferenceExample, train_and_eval
-from rlhf.data.prompts import Prompt, PromptSampler, ensure_chat_template, load_prompts
-from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
+from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import (ModeDriver, ModeRuntime, generate_rollout, padded_size, push_policy_weights,
                                 reference_is_folded, reference_logps, score_rollout, train_on)
 from rlhf.pairs import best_worst_pairs, win_rate
@@ -64,9 +64,7 @@ class RLAIFDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         data = cfg.data
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        if data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
+        self.tokenizer = prompt_tokenizer(cfg.model.path, data, cfg.model.trust_remote_code)
         limit = context_limit(cfg.model.path, cfg.model.trust_remote_code)
         self.train_prompts, self.eval_prompts, self.data_counts = train_and_eval(
             lambda path: load_prompts(path, self.tokenizer, data.prompt_key, data.max_prompt_tokens, data.on_oversize,

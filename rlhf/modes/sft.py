@@ -16,8 +16,8 @@ from actors.groups import ActorGroup
 from rlhf.config import Config
 from rlhf.data.batching import collate_sft, pack_examples, pad_sft_rows
 from rlhf.data.examples import SFTExample, check_context, load_sft_examples, train_and_eval
-from rlhf.data.prompts import PromptSampler, ensure_chat_template
-from rlhf.models.loading import context_limit, load_tokenizer
+from rlhf.data.prompts import PromptSampler, prompt_tokenizer
+from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size, train_on
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,7 @@ class SFTDriver(ModeDriver):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         data = cfg.data
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        if data.apply_chat_template:
-            ensure_chat_template(self.tokenizer, data.chat_template_path, cfg.model.path)
+        self.tokenizer = prompt_tokenizer(cfg.model.path, data, cfg.model.trust_remote_code)
         check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
         train, held_out, self.data_counts = train_and_eval(
             lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
