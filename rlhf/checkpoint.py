@@ -19,6 +19,8 @@ from typing import Optional
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.json"
+"""The driver's own state in a checkpoint (step, sampler, controllers, RNG), beside the model folders."""
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -118,3 +120,17 @@ class CheckpointManager:
             except CheckpointError as err:
                 logger.warning("skipping bad checkpoint: %s", err)
         return None
+
+    def save_trainer_state(self, staging: str, state: dict) -> None:
+        with open(os.path.join(staging, TRAINER_STATE), "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+
+    def latest_trainer_state(self) -> Optional[tuple[str, dict]]:
+        """(folder, driver state) of the newest complete checkpoint; None, logged, when there is none."""
+        found = self.latest_valid()
+        if found is None:
+            logger.info("resume: no complete checkpoint under %s; starting from step 0", self.root)
+            return None
+        folder = found[1]
+        with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as fh:
+            return folder, json.load(fh)

@@ -287,19 +287,16 @@ class ModeRuntime:
     def _save_checkpoint(self, state: dict) -> str:
         staging = self.checkpoints.staging(self.step)
         ray.get(self.groups[self.trained_role].call("save_checkpoint", os.path.join(staging, self.trained_role)))
-        with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
-            json.dump({"step": self.step, "mode": state, "eval": self.tracker.state_dict(), "best_dir": self.best_dir,
-                       "torch_rng": torch.get_rng_state().tolist()}, fh)
+        self.checkpoints.save_trainer_state(staging, {
+            "step": self.step, "mode": state, "eval": self.tracker.state_dict(), "best_dir": self.best_dir,
+            "torch_rng": torch.get_rng_state().tolist()})
         return self.checkpoints.commit(self.step, staging)
 
     def _restore_latest(self, load_mode_state: Callable[[dict], None]) -> None:
-        found = self.checkpoints.latest_valid()
+        found = self.checkpoints.latest_trainer_state()
         if found is None:
-            logger.info("resume: no complete checkpoint under %s; starting from step 0", self.checkpoints.root)
             return
-        step, folder = found
-        with open(os.path.join(folder, "trainer_state.json")) as fh:
-            state = json.load(fh)
+        folder, state = found
         ray.get(self.groups[self.trained_role].call("load_checkpoint", os.path.join(folder, self.trained_role)))
         self.step = state["step"]
         load_mode_state(state["mode"])

@@ -10,8 +10,7 @@ def _write(manager, step, payload=b"weights"):
     os.makedirs(os.path.join(staging, "policy"))
     with open(os.path.join(staging, "policy", "model.bin"), "wb") as fh:
         fh.write(payload * 100)
-    with open(os.path.join(staging, "trainer_state.json"), "w") as fh:
-        fh.write('{"step": %d}' % step)
+    manager.save_trainer_state(staging, {"step": step})
     return manager.commit(step, staging)
 
 
@@ -50,3 +49,13 @@ def test_unfinished_staging_is_not_a_checkpoint(tmp_path):
     manager = CheckpointManager(str(tmp_path), keep=2)
     manager.staging(5)  # a crash mid-save leaves only this
     assert manager.latest_valid() is None
+
+
+def test_latest_trainer_state_reads_the_newest_complete_checkpoint(tmp_path):
+    manager = CheckpointManager(str(tmp_path), keep=3)
+    assert manager.latest_trainer_state() is None
+    _write(manager, 1)
+    _write(manager, 2)
+    with open(os.path.join(manager.path(2), "policy", "model.bin"), "ab") as fh:
+        fh.write(b"x")  # step 2 damaged after its manifest: step 1 is the newest complete one
+    assert manager.latest_trainer_state() == (manager.path(1), {"step": 1})

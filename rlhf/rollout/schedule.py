@@ -1,0 +1,68 @@
+"""Which prompts a PPO step generates, and when: during the step, or one step early.
+
+Off-by-one mode (`rollout.async_generation`) submits step t+1's prompts to the engines right after
+step t's samples arrive, so the engines generate while the trainers run step t. An engine runs its
+calls in order, so those samples come from the weights before step t's update (one update old),
+and the weight push that ends step t waits for them. The sampler position a checkpoint records is
+the one before the early prompts were drawn: a resumed run draws them again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from rlhf.config import RolloutConfig
+from rlhf.data.prompts import Prompt, PromptSampler
+from rlhf.rollout.dispatch import PendingGenerations, submit_to_engines
+from rlhf.rollout.sampling import SamplingSpec
+
+
+@dataclass
+class InFlight:
+    """Requests submitted before their step, and the weights they sample from."""
+
+    pending: PendingGenerations
+    weights_version: int
+    """The policy step whose weights the engines held when the requests were submitted."""
+
+
+class GenerationSchedule:
+    def __init__(self, sampler: PromptSampler, prompts_per_step: int, rollout: RolloutConfig, seed: int) -> None:
+        self.sampler = sampler
+        self.prompts_per_step = prompts_per_step
+        self.rollout = rollout
+        self.seed = seed
+        self.early: Optional[tuple[int, list[Prompt], InFlight, dict]] = None
+
+    def sampling_for(self, step: int) -> Callable[[int], SamplingSpec]:
+        r = self.rollout
+
+        def spec_for_engine(i: int) -> SamplingSpec:
+            # Seeded by (run seed, step, engine): a resumed run draws the samples the first one drew.
+            return SamplingSpec(n=r.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                max_new_tokens=r.max_new_tokens, stop=tuple(r.stop),
+                                seed=(self.seed * 1_000_003 + step) * 131 + i)
+
+        return spec_for_engine
+
+    def submit(self, engines: list, prompts: list[Prompt], step: int) -> PendingGenerations:
+        return submit_to_engines(engines, [p.token_ids for p in prompts], self.sampling_for(step))
+
+    def take(self, step: int) -> tuple[list[Prompt], list[InFlight]]:
+        """This step's prompts, with its requests already in flight (a list of at most one: a retry
+        after an engine restart pops it empty and submits again)."""
+        if self.early is not None and self.early[0] == step:
+            _, prompts, in_flight, _ = self.early
+            self.early = None
+            return prompts, [in_flight]
+        return self.sampler.next_batch(self.prompts_per_step), []
+
+    def start_early(self, step: int, engines: list, weights_version: int) -> None:
+        """Submit `step`'s prompts now, before the current step's update reaches the engines."""
+        before = self.sampler.state_dict()
+        prompts = self.sampler.next_batch(self.prompts_per_step)
+        self.early = (step, prompts, InFlight(self.submit(engines, prompts, step), weights_version), before)
+
+    def sampler_state(self) -> dict:
+        """For checkpoints: prompts drawn for a step that has not run yet are not consumed."""
+        return self.early[3] if self.early is not None else self.sampler.state_dict()
