@@ -64,7 +64,8 @@ class PPOOrchestrator:
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
         self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
-                                                             cfg.model.dtype, cfg.model.quantization)
+                                                             cfg.model.dtype, cfg.model.quantization,
+                                                             cfg.rollout.async_generation)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
         self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)

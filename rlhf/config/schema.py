@@ -201,7 +201,8 @@ class RolloutConfig:
     async_generation: bool = False
     """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
     update while the trainers run step t, so generation overlaps training; each batch is one update
-    old (`rollout/policy_lag` 1), which the PPO ratio corrects when the old log-probs are the engine's."""
+    old (`rollout/policy_lag` 1). `algorithm.old_logprobs: auto` then has the policy recompute the old
+    log-probs, so every step's ratio starts at 1."""
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
@@ -314,7 +315,8 @@ class AlgorithmConfig:
     """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
     forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
     `rollout` (the engine's own log-probs of its samples; one forward fewer per step), or `auto`
-    (rollout with the built-in engine in float32, whose model is the trainer's, else recompute)."""
+    (rollout with the built-in engine in float32, whose model is the trainer's, else recompute;
+    always recompute with `rollout.async_generation`)."""
     kl: KLConfig = field(default_factory=KLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Preference loss of the dpo and rlaif modes."""

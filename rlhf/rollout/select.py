@@ -75,14 +75,18 @@ def choose_engine(requested: str, model_path: str, gpus_per_engine: float) -> En
                                    f"of {CPU_VLLM_MIN_PARAMS / 1e6:.0f}M where vLLM's speed repays its start-up")
 
 
-def reuse_rollout_logprobs(setting: str, engine_name: str, dtype: str, quantization: str) -> bool:
+def reuse_rollout_logprobs(setting: str, engine_name: str, dtype: str, quantization: str,
+                           async_generation: bool = False) -> bool:
     """Whether PPO takes its old log-probs from the engine instead of a policy forward.
 
     `auto` reuses them only where engine and trainer compute the same numbers: the built-in
     engine runs the policy's own HF model on the pushed weights, so in float32 the two agree to
     about 1e-6 (KV cache vs full forward). vLLM kernels, bf16/fp16 rounding and a 4-bit base
-    (whose CPU kernel rounds differently from the float32 engine) all open larger gaps.
+    (whose CPU kernel rounds differently from the float32 engine) all open larger gaps. With
+    off-by-one generation the engine's log-probs are one update old: as the ratio's denominator
+    they start every step with the previous update already clipped (54% of tokens at the tiny
+    PPO config, which then failed its learning bar), so `auto` recomputes them there.
     """
     if setting != "auto":
         return setting == "rollout"
-    return engine_name == "builtin" and dtype == "float32" and quantization == "none"
+    return engine_name == "builtin" and dtype == "float32" and quantization == "none" and not async_generation

@@ -137,7 +137,7 @@ def test_async_generation_learns_one_update_behind(tiny_assets, ray_session, tmp
                       "trainer.save_hf_model=false", "algorithm.old_logprobs=auto")
     summary = run_training(cfg)
     metrics = read_metrics(str(tmp_path))
-    assert summary["old_logprobs"] == "rollout engine"
+    assert summary["old_logprobs"] == "recomputed by the policy"  # auto: one update old, so recomputed
     assert [m["rollout/policy_lag"] for m in metrics] == [0] + [1] * (STEPS - 1)
     first, last = _mean(metrics[:10], "reward/mean"), _mean(metrics[-10:], "reward/mean")
     assert last > 1.5 * first and last > first + 0.03, (first, last)

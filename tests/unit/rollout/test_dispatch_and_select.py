@@ -72,3 +72,4 @@ def test_old_logprobs_are_reused_only_where_engine_and_trainer_agree():
     assert not reuse_rollout_logprobs("auto", "builtin", "float32", "nf4")
     assert reuse_rollout_logprobs("rollout", "vllm", "bfloat16", "none")
     assert not reuse_rollout_logprobs("recompute", "builtin", "float32", "none")
+    assert not reuse_rollout_logprobs("auto", "builtin", "float32", "none", async_generation=True)
