@@ -12,7 +12,7 @@ import torch
 # cores (the experience phase runs policy, reference, critic and reward forwards at once; other
 # jobs may run beside us), and a spinning thread holds a core its neighbour's parallel region is
 # waiting for: on the 2-core machine a 2-thread generate fell from 296 to 10-24 tokens/s beside
-# one other busy process, and recovered to 135-141 with PASSIVE (bench/README.md, "threads").
+# one other busy process, and recovered to 135-141 with PASSIVE (bench/README.md, "Speed work").
 # libgomp reads this when it loads, so it must be in the worker's environment from the start.
 THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
