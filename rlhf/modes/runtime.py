@@ -30,7 +30,7 @@ from rlhf.metrics import MetricsLogger
 from rlhf.masked import masked_sum
 from rlhf.models.loading import load_tokenizer
 from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
-from rlhf.rollout import SamplingSpec
+from rlhf.rollout.sampling import engine_sampling
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import generate_on_engines
 
@@ -110,14 +110,8 @@ def generate_rollout(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[
                      policy_version: int) -> RolloutBatch:
     """`n` samples per prompt from the rollout engines (prompts split evenly over them); engine i
     samples with seed `seed * 131 + i`, PPO's seeding, so a resumed run draws the same samples."""
-    r = cfg.rollout
-
-    def spec_for_engine(i: int) -> SamplingSpec:
-        return SamplingSpec(n=n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                            max_new_tokens=r.max_new_tokens, stop=tuple(r.stop), seed=seed * 131 + i)
-
     prompt_ids = [p.token_ids for p in prompts]
-    generations = generate_on_engines(engines.handles, prompt_ids, spec_for_engine)
+    generations = generate_on_engines(engines.handles, prompt_ids, engine_sampling(cfg.rollout, n, seed))
     return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts], generations, tokenizer,
                            policy_version=policy_version)
 

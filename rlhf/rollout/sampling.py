@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlhf.config import RolloutConfig
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,18 @@ class SamplingSpec:
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int = 0
     """Seeds the sampler, so a resumed run draws the same samples."""
+
+
+def engine_sampling(rollout: "RolloutConfig", n: int, seed: int) -> Callable[[int], SamplingSpec]:
+    """The spec engine i samples with: the config's sampling knobs, `n` per prompt, seed `seed * 131 + i`
+    (distinct per engine; the callers derive `seed` from the run seed and the step, so a resumed run
+    draws the samples the first one drew)."""
+
+    def spec_for_engine(i: int) -> SamplingSpec:
+        return SamplingSpec(n=n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
+                            max_new_tokens=rollout.max_new_tokens, stop=tuple(rollout.stop), seed=seed * 131 + i)
+
+    return spec_for_engine
 
 
 @dataclass

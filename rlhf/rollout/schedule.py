@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from rlhf.config import RolloutConfig
 from rlhf.data.prompts import Prompt, PromptSampler
 from rlhf.rollout.dispatch import PendingGenerations, submit_to_engines
-from rlhf.rollout.sampling import SamplingSpec
+from rlhf.rollout.sampling import SamplingSpec, engine_sampling
 
 
 @dataclass
@@ -35,15 +35,7 @@ class GenerationSchedule:
         self.early: Optional[tuple[int, list[Prompt], InFlight, dict]] = None
 
     def sampling_for(self, step: int) -> Callable[[int], SamplingSpec]:
-        r = self.rollout
-
-        def spec_for_engine(i: int) -> SamplingSpec:
-            # Seeded by (run seed, step, engine): a resumed run draws the samples the first one drew.
-            return SamplingSpec(n=r.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                max_new_tokens=r.max_new_tokens, stop=tuple(r.stop),
-                                seed=(self.seed * 1_000_003 + step) * 131 + i)
-
-        return spec_for_engine
+        return engine_sampling(self.rollout, self.rollout.samples_per_prompt, self.seed * 1_000_003 + step)
 
     def submit(self, engines: list, prompts: list[Prompt], step: int) -> PendingGenerations:
         return submit_to_engines(engines, [p.token_ids for p in prompts], self.sampling_for(step))
