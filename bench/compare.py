@@ -31,7 +31,7 @@ import yaml
 from bench.phase_breakdown import breakdown
 from bench.proctree import TreeRun, load_average, run_tree
 from bench.rollout import ensure_assets
-from bench.settings import ALGOS, PRECISIONS, SIZES, BenchSettings, make_settings, ours_config, ours_supports
+from bench.settings import ALGOS, PRECISIONS, SIZES, BenchSettings, make_settings, ours_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRL_VENV = {"grpo": "trl-1.16", "dpo": "trl-1.16", "ppo": "trl-1.12"}
@@ -94,10 +94,6 @@ def run_ours(s: BenchSettings, work: str, timeout_s: float, overrides: list[str]
     from rlhf.metrics import read_metrics
 
     result = SideResult("ours")
-    missing = ours_supports(s.algo)
-    if missing:
-        result.error = missing
-        return result
     out = os.path.join(work, "ours")
     config_path = os.path.join(work, "ours.yaml")
     with open(config_path, "w") as fh:
@@ -201,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     work_root = args.work_dir or tempfile.mkdtemp(prefix=f"bench_{args.algo}_{args.size}_")
     load_before = load_average()
     runs: dict[str, list[SideResult]] = {"ours": [], "trl": []}
-    unavailable: set[str] = set()  # a side that cannot run here (DPO before the mode lands) is tried once
+    unavailable: set[str] = set()  # a side that cannot run here (TRL without its venv) is tried once
     for repeat in range(args.repeats):
         for side in args.sides:
             if side in unavailable:
@@ -215,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             note = run.error or f"{run.samples_per_s:.2f} samples/s, reward {run.final_reward:.3f}"
             print(f"[repeat {repeat + 1}/{args.repeats}] {side}: {note} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
-            if run.error and "not available" in run.error:
+            if run.error and run.error.startswith("no TRL venv"):
                 unavailable.add(side)
     ours = merge(runs["ours"]) if "ours" in args.sides else {"error": "not run"}
     trl = merge(runs["trl"]) if "trl" in args.sides else {"error": "not run"}

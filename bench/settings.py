@@ -108,16 +108,3 @@ def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
         for name in ("critic", "reward", "rollout"):
             tree["ray"].pop(name)
     return tree
-
-
-def ours_supports(algo: str) -> str | None:
-    """None when our `rlhf train` runs `algo`; otherwise why not (the mode has not landed)."""
-    if algo != "dpo":
-        return None
-    from rlhf.config.schema import AlgorithmConfig, ConfigError
-
-    try:
-        AlgorithmConfig(name="dpo")
-    except ConfigError as err:
-        return f"not available in this checkout ({err})"
-    return None

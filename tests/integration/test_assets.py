@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from dependencies import require
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -185,7 +186,7 @@ VLLM_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_policy_serves_in_vllm(assets: AssetPaths) -> None:
-    pytest.importorskip("vllm")
+    require("vllm")
     tok = AutoTokenizer.from_pretrained(assets.policy)
     users = [USER_MSG, "Repeat the letter k.", "Say the letter s again and again."]
     prompts = [tok.apply_chat_template([{"role": "user", "content": u}], tokenize=False, add_generation_prompt=True)

@@ -12,7 +12,7 @@ import pytest
 
 from bench.compare import REPO, TRL_VENV, merge, run_ours, run_trl
 from bench.report import comparison_table
-from bench.settings import ALGOS, make_settings, ours_supports
+from bench.settings import ALGOS, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,6 @@ def _check_one_step(result, s) -> None:
 def test_ours_half(algo, tiny_assets, tmp_path):
     s = _settings(algo, tiny_assets, tmp_path)
     result = run_ours(s, str(tmp_path), timeout_s=600, overrides=[])
-    missing = ours_supports(algo)
-    if missing:
-        # The mode has not landed: the row says so instead of failing the whole comparison.
-        assert result.error == missing and "not available" in result.error
-        assert "ours | not available" in comparison_table(algo, s.samples_per_step, merge([result]), {"error": "x"})
-        return
     _check_one_step(result, s)
     assert result.tree.peak_processes > 3  # the driver, Ray's own processes and the actor groups
     assert any(name.startswith("ray::") for name in result.tree.peak_by_name_mb)

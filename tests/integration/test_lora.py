@@ -9,6 +9,7 @@ import json
 import os
 
 import pytest
+from dependencies import require
 import torch
 from peft import PeftModel
 
@@ -48,7 +49,7 @@ def test_ppo_with_lora_and_folded_reference_learns_and_saves_loadable_adapters(t
 
 
 def test_qlora_ppo_trains_on_cpu(tiny_assets, ray_session, tmp_path):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     cfg = tiny_config(tiny_assets, tmp_path, "model.lora.rank=8", "model.quantization=nf4", TARGETS,
                       "algorithm.advantage=grpo", "ray.policy.replicas=1", "trainer.steps=3",
                       "trainer.save_steps=0", "trainer.learning_rate=0.01", "trainer.save_hf_model=false")

@@ -9,11 +9,12 @@ import json
 import os
 
 import pytest
+from dependencies import require
 
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 
-pytest.importorskip("vllm")
+require("vllm")
 
 from test_ppo import STEPS, _mean, tiny_config  # noqa: E402
 

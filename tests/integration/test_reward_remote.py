@@ -89,6 +89,20 @@ def test_faults_retry_with_backoff_then_fail_naming_the_url(fault, problem):
             server.close()
 
 
+@pytest.mark.parametrize("status", [400, 401, 403, 422])
+def test_client_errors_are_sent_once_counted_at_the_server(status):
+    """A 4xx says the request itself is wrong: retrying cannot fix it, so exactly one request
+    reaches the server (counted there, not inferred from elapsed time)."""
+    server = FaultyServer(lambda b, n: (status, {"error": "refused"}, 0.0))
+    try:
+        with pytest.raises(RemoteError) as err:
+            HttpReward(server.url, FAST).score(PROMPTS, RESPONSES)
+        assert f"HTTP {status}" in str(err.value)
+        assert server.requests == 1, server.requests
+    finally:
+        server.close()
+
+
 def test_recovers_when_the_server_returns_within_the_retry_window():
     # Fails twice (HTTP 503), then answers: the third attempt, 0.1 + 0.2 s later, gets real scores.
     server = FaultyServer(lambda b, n: (503, {"error": "warming up"}, 0.0) if n <= 2 else _ok(b, n))

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from dependencies import require
 import ray
 import torch
 from safetensors.torch import save
 
-pytest.importorskip("vllm")
+require("vllm")
 
 from actors.rollout import RolloutActor  # noqa: E402
 from rlhf.config import load  # noqa: E402

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from dependencies import require
 import torch
 from peft import PeftModel
 
@@ -64,7 +65,7 @@ def test_saved_adapter_and_merged_model_load_back_with_the_same_outputs(tiny_ass
 
 
 def test_qlora_merges_dequantized_weights_and_saves_a_plain_model(tiny_assets, tmp_path):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     path = str(tiny_assets.policy)
     model = _trained_lora(path, quantization="nf4")
     _logits(model)  # the first forward repacks the 4-bit weights for the CPU kernel

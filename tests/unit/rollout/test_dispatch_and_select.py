@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from dependencies import require
 
 from rlhf.rollout.dispatch import merge_generations, split_evenly
 from rlhf.rollout.sampling import Generation
@@ -52,7 +53,7 @@ def test_auto_picks_builtin_for_a_tiny_model_on_cpu_and_says_why(tiny_assets):
 
 
 def test_auto_picks_vllm_on_gpus_when_installed(tiny_assets):
-    pytest.importorskip("vllm")
+    require("vllm")
     assert choose_engine("auto", str(tiny_assets.policy), gpus_per_engine=1).name == "vllm"
 
 
