@@ -41,6 +41,21 @@ def _placed_groups(cfg) -> set[str]:
         return set(json.load(fh))
 
 
+def _demonstration_nll(model_dir: str, cfg) -> float:
+    """Mean response-token loss of a saved model on the held-out demonstrations, encoded as training encodes them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.data.examples import load_sft_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    examples, _ = load_sft_examples(cfg.data.eval_path, tokenizer, cfg.data)
+    with torch.no_grad():
+        losses = [float(model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss)
+                  for e in examples[:16]]
+    return sum(losses) / len(losses)
+
+
 def test_sft_loss_falls_on_train_and_held_out_and_resumes(tiny_assets, ray_session, tmp_path):
     cfg = mode_config("sft", tiny_assets, tmp_path / "straight", "data.train_path=DATA/sft_train.jsonl",
                       "data.eval_path=DATA/sft_eval.jsonl", "trainer.steps=20", "trainer.save_steps=10")
@@ -50,9 +65,10 @@ def test_sft_loss_falls_on_train_and_held_out_and_resumes(tiny_assets, ray_sessi
     assert sum(train[-5:]) / 5 < 0.5 * sum(train[:5]) / 5, train
     assert rows[-1]["eval/sft/loss"] < 0.5 * rows[0]["eval/sft/loss"], (rows[0], rows[-1])
     assert _placed_groups(cfg) == {"policy"}
-    from transformers import AutoModelForCausalLM
-
-    assert AutoModelForCausalLM.from_pretrained(summary["final_model"]) is not None
+    # final/ holds the trained model: it fits the held-out demonstrations better than the start did.
+    start_nll = _demonstration_nll(str(tiny_assets.policy), cfg)
+    final_nll = _demonstration_nll(summary["final_model"], cfg)
+    assert final_nll < 0.5 * start_nll, (start_nll, final_nll)
     # Stopped right after the step-10 checkpoint, then resumed: the same batches and losses follow.
     out = tmp_path / "resumed"
     shutil.copytree(cfg.trainer.output_dir, out)
