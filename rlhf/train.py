@@ -129,6 +129,10 @@ def train_command(args: argparse.Namespace) -> int:
     from rlhf.faults import PhaseFailed, TooManyBadSteps, TrainingRankDied
     from rlhf.summary import print_summary
 
+    if not cfg.logging.verbose:
+        from rlhf.quiet import install as quiet_library_noise
+
+        quiet_library_noise()
     try:
         summary = run_training(cfg, resume=args.resume)
     except (DataError, ConfigError, FileNotFoundError) as err:

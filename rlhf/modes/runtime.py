@@ -42,6 +42,7 @@ from rlhf.evaluation.tracker import EvalTracker
 from rlhf.faults import RESTARTABLE_ROLES, BadStepCounter, PhaseFailed, TrainingRankDied, train_faults
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import load_tokenizer
+from rlhf import quiet
 from rlhf.modes import phases
 from rlhf.modes.spec import SPECS, ModeSpec
 from rlhf.summary import headline
@@ -112,7 +113,7 @@ class Runtime:
         cfg = self.cfg
         self.resume = resume or cfg.trainer.resume == "auto"
         self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
-        self.placement = Placement(cfg.ray, self.group_names())
+        self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose))
         for role in self.mode.trained_roles():
             self.groups[role] = self._spawn_trainers(role)
         for name, (actor_cls, extra_args) in self.mode.frozen_groups().items():
