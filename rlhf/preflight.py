@@ -83,23 +83,33 @@ def check_peft_targets(cfg: Config) -> None:
                           f"{sorted(leaves)[:20]}); use module names from the model, or all-linear")
 
 
-def check_before_start(cfg: Config) -> None:
+def check_output_dir(cfg: Config, resume: bool) -> None:
+    """The output folder can be created and written, and holds no other run unless resuming or
+    `trainer.overwrite`. Writes nothing."""
+    out = os.path.abspath(cfg.trainer.output_dir)
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
+    if existing and not (resume or cfg.trainer.resume == "auto" or cfg.trainer.overwrite):
+        raise ConfigError(f"trainer.output_dir: {out!r} already holds a run ({', '.join(existing)}); resume it with "
+                          "--resume, choose another folder, or set trainer.overwrite=true to write over it")
+    ancestor = out
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ConfigError(f"trainer.output_dir: cannot create {out!r}: {ancestor!r} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"trainer.output_dir: {out!r} is not writable (no write permission on {ancestor!r})")
+
+
+def check_before_start(cfg: Config, resume: bool) -> None:
+    """Everything the driver can check before reading data or starting Ray."""
+    check_output_dir(cfg, resume)
     check_paths(cfg)
     check_reward_sources(cfg)
     check_peft_targets(cfg)
 
 
-def claim_output_dir(cfg: Config, resume: bool) -> None:
-    """The output folder is writable, and holds no other run unless resuming or `trainer.overwrite`."""
-    out = cfg.trainer.output_dir
-    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
-    resuming = resume or cfg.trainer.resume == "auto"
-    if existing and not (resuming or cfg.trainer.overwrite):
-        raise ConfigError(f"trainer.output_dir: {out!r} already holds a run ({', '.join(existing)}); resume it with "
-                          "--resume, choose another folder, or set trainer.overwrite=true to write over it")
+def create_output_dir(cfg: Config) -> None:
     try:
-        os.makedirs(out, exist_ok=True)
+        os.makedirs(cfg.trainer.output_dir, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"trainer.output_dir: cannot create {out!r}: {err.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"trainer.output_dir: {out!r} is not writable")
+        raise ConfigError(f"trainer.output_dir: cannot create {cfg.trainer.output_dir!r}: {err.strerror}") from None

@@ -90,13 +90,13 @@ def run_training(cfg: Config, resume: bool = False) -> dict:
 
     from rlhf.evaluation.leakage import check_eval_data
     from rlhf.modes import build_runtime
-    from rlhf.preflight import check_before_start, claim_output_dir
+    from rlhf.preflight import check_before_start, create_output_dir
 
     cfg.validate()
-    check_before_start(cfg)  # reward functions, paths, PEFT targets, rubric: fail before any actor
+    check_before_start(cfg, resume)  # output folder, paths, reward functions, PEFT targets, rubric
     runtime = build_runtime(cfg)  # reads data and tokenizer: bad input fails before any actor
     check_eval_data(cfg)  # no evaluation row may be a training row
-    claim_output_dir(cfg, resume)
+    create_output_dir(cfg)
     dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
     runtime.write_reports()
     started_ray = init_ray(cfg, runtime.group_names())
