@@ -124,6 +124,9 @@ class Runtime:
         self.memory_report = {"actor_groups": len(self.groups), "reference_folded": folded,
                               "reference_bytes_saved": report["frozen_bytes"] if folded else 0,
                               "trainable_bytes": report["trainable_bytes"]}
+        if folded:
+            logger.info("reference folded into the policy: %.1f MB of reference weights saved per replica "
+                        "(trainable: %.2f MB)", report["frozen_bytes"] / 2**20, report["trainable_bytes"] / 2**20)
         if self.resume:
             self._restore_latest()
         if self.weights_version == 0 and cfg.model.quantization != "none" and "rollout" in self.groups:
