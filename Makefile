@@ -36,7 +36,7 @@ $(ASSETS)/assets.json: | $(STAMP)
 	$(VENV)/bin/rlhf assets --out $(ASSETS)
 
 demo: setup assets
-	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml
+	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml --set trainer.overwrite=true
 	@echo "== curves (outputs/ppo_tiny/plots) =="
 	$(VENV)/bin/rlhf plot outputs/ppo_tiny
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
@@ -42,9 +42,11 @@ class Slot:
 class Placement:
     """Creates the placement groups for the groups in use and hands out a slot per replica."""
 
-    def __init__(self, ray_cfg: RayConfig, groups: list[str]) -> None:
+    def __init__(self, ray_cfg: RayConfig, groups: list[str], env: Optional[dict[str, str]] = None) -> None:
+        """`env`: environment variables every actor starts with, besides `worker_env()`."""
         self.ray_cfg = ray_cfg
         self.groups = groups
+        self.env = env or {}
         self.pgs: list[PlacementGroup] = []
         self.slots: dict[str, list[Slot]] = {}
         if ray_cfg.colocate:
@@ -86,7 +88,7 @@ class Placement:
         options = {
             "num_cpus": group.num_cpus,
             "num_gpus": group.num_gpus,
-            "runtime_env": {"env_vars": worker_env()},
+            "runtime_env": {"env_vars": {**worker_env(), **self.env}},
             "resources": {group.node_resource: NODE_RESOURCE_SHARE} if group.node_resource else None,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle_index

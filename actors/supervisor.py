@@ -1,7 +1,7 @@
 """Watching the actor groups while a step runs: fail-fast gets, who died, restarts and retries.
 
 Ray restarts an actor created with `max_restarts` by rerunning its constructor, so a
-restarted rollout engine holds the base weights again: after a restart the orchestrator's
+restarted rollout engine holds the base weights again: after a restart the runtime's
 `on_restart` hook re-pushes the current policy weights before the phase is retried. Phases
 are deterministic given the step (seeded sampling, frozen models), so a retried phase gives
 what the first attempt would have. Training ranks are never restarted (see rlhf/faults.py).

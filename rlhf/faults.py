@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
 # Roles whose actors hold no training state: Ray may restart them and the phase is retried.
-RESTARTABLE_ROLES = ("rollout", "reference", "reward")
+RESTARTABLE_ROLES = ("rollout", "reference", "reward", "teacher")
 
 
 class TrainingRankDied(RuntimeError):
@@ -23,6 +24,19 @@ class TrainingRankDied(RuntimeError):
 
 class TooManyBadSteps(RuntimeError):
     """Too many consecutive steps with non-finite numbers."""
+
+
+class PhaseFailed(RuntimeError):
+    """A phase failed for good (a reward source down after its retries, an actor beyond its restarts);
+    the message names the cause and the checkpoint to resume from."""
+
+
+def train_faults(train_metrics: dict[str, float]) -> list[str]:
+    """Names of a step's train metrics that say its update did not happen cleanly: an optimizer step
+    skipped for non-finite gradients, or a non-finite loss."""
+    bad = [k for k, v in train_metrics.items() if k.endswith("/skipped_optimizer_steps") and v > 0]
+    return bad + [k for k, v in train_metrics.items()
+                  if k.endswith("/loss") and not k.startswith("eval/") and isinstance(v, float) and not math.isfinite(v)]
 
 
 def nonfinite_names(tensors: dict[str, Optional[torch.Tensor]], mask: Optional[torch.Tensor] = None) -> list[str]:

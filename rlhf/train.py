@@ -54,31 +54,8 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
     return True
 
 
-def print_summary(summary: dict) -> None:
-    if "headline" in summary:  # sft, rm, dpo, rlaif: the mode's own metrics, at the start and at the end
-        lines = [f"{key:<24} {start:.4f} (start) -> {end:.4f} (end)" for key, (start, end) in summary["headline"].items()]
-    else:
-        lines = [f"reward           {summary['reward_start']:.4f} (first steps) -> {summary['reward_end']:.4f} (last steps)",
-                 f"kl               {summary['kl_end']:.4f}   kl coef {summary['kl_coef']:.5f}"]
-    if summary.get("evaluation"):
-        from rlhf.evaluation.report import summary_lines
-
-        lines += summary_lines(summary["evaluation"])
-    print(
-        "\n== run summary ==\n"
-        f"mode             {summary.get('mode', 'ppo')}\n"
-        f"steps            {summary['steps']}\n"
-        + "".join(line + "\n" for line in lines)
-        + f"wall time        {summary['wall_s']:.1f} s\n"
-        f"metrics          {summary['metrics']}\n"
-        f"final model      {summary['final_model']}\n"
-        f"outputs          {summary['output_dir']}",
-        flush=True,
-    )
-
-
 @contextmanager
-def stop_on_signals(orchestrator):
+def stop_on_signals(runtime):
     """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the step, checkpoint, end cleanly.
 
     A second signal falls back to the default (immediate) behaviour. Only the main thread
@@ -92,7 +69,7 @@ def stop_on_signals(orchestrator):
     def handler(signum, frame):
         logger.warning("received %s: stopping after the current step with a checkpoint",
                        signal.Signals(signum).name)
-        orchestrator.request_stop()
+        runtime.request_stop(signum)
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -106,24 +83,29 @@ def stop_on_signals(orchestrator):
 
 
 def run_training(cfg: Config, resume: bool = False) -> dict:
-    """Validate, start/join Ray, run the mode named by `algorithm.name`, and always tear the actors down."""
+    """Check everything the driver can, build the mode's runtime (reads data), claim the output
+    folder, start or join Ray, run, and always tear the actors down. Nothing is written into the
+    output folder before the config, its paths and the data have been checked."""
     import ray
 
     from rlhf.evaluation.leakage import check_eval_data
-    from rlhf.modes import build_driver
+    from rlhf.modes import build_runtime
+    from rlhf.preflight import check_before_start, create_output_dir
 
     cfg.validate()
-    os.makedirs(cfg.trainer.output_dir, exist_ok=True)
-    dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
-    driver = build_driver(cfg)  # reads data and tokenizer: bad input fails before any actor
+    check_before_start(cfg, resume)  # output folder, paths, reward functions, PEFT targets, rubric
+    runtime = build_runtime(cfg)  # reads data and tokenizer: bad input fails before any actor
     check_eval_data(cfg)  # no evaluation row may be a training row
-    started_ray = init_ray(cfg, driver.group_names())
+    create_output_dir(cfg)
+    dump(cfg, os.path.join(cfg.trainer.output_dir, "config.yaml"))
+    runtime.write_reports()
+    started_ray = init_ray(cfg, runtime.group_names())
     try:
-        with stop_on_signals(driver):
-            driver.start(resume=resume)
-            return driver.run()
+        with stop_on_signals(runtime):
+            runtime.start(resume=resume)
+            return runtime.run()
     finally:
-        driver.shutdown()
+        runtime.shutdown()
         if started_ray:
             ray.shutdown()
 
@@ -144,14 +126,19 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     from rlhf.data.reader import DataError
-    from rlhf.faults import TooManyBadSteps, TrainingRankDied
+    from rlhf.faults import PhaseFailed, TooManyBadSteps, TrainingRankDied
+    from rlhf.summary import print_summary
 
+    if not cfg.logging.verbose:
+        from rlhf.quiet import install as quiet_library_noise
+
+        quiet_library_noise()
     try:
         summary = run_training(cfg, resume=args.resume)
     except (DataError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (TrainingRankDied, TooManyBadSteps) as err:
+    except (TrainingRankDied, TooManyBadSteps, PhaseFailed) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     print_summary(summary)
@@ -161,7 +148,7 @@ def train_command(args: argparse.Namespace) -> int:
         return 3
     if summary["stopped"]:
         print("stopped on request; resubmit with --resume to continue", flush=True)
-        return 143
+        return 128 + summary["stop_signal"]  # 143 after SIGTERM, 130 after Ctrl-C
     return 0
 
 

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from rlhf.modes.spec import MODES, SPECS
+
 
 class ConfigError(ValueError):
     """A bad config value; the message starts with the key's dotted name."""
@@ -290,7 +292,6 @@ class DistillConfig:
         _check(self.temperature > 0, "algorithm.distill.temperature", "must be > 0")
 
 
-MODES = ("ppo", "sft", "rm", "dpo", "rlaif", "distill")
 
 
 @dataclass
@@ -369,6 +370,12 @@ class HttpRewardConfig:
     """Reward server endpoint: POST {"prompts": [...], "responses": [...]} -> {"scores": [...]}."""
     api_key_env: Optional[str] = None
     """Name of an environment variable holding a bearer token (the token itself never goes in the config)."""
+    retry_window_s: float = 60.0
+    """How long a failing server is retried (with `reward.remote` backoff) before the run stops with an
+    emergency checkpoint; bounds the retries by time as well as by `reward.remote.max_retries`."""
+
+    def __post_init__(self) -> None:
+        _check(self.retry_window_s > 0, "reward.http.retry_window_s", "must be > 0")
 
 
 @dataclass
@@ -454,6 +461,8 @@ class TrainerConfig:
     """Save the final policy in Hugging Face format under output_dir/final."""
     max_bad_steps: int = 3
     """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
+    overwrite: bool = False
+    """Allow a new run to write into an output_dir that already holds a run (without resuming it)."""
 
     def __post_init__(self) -> None:
         for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints",
@@ -569,6 +578,9 @@ class WandbConfig:
 class LoggingConfig:
     progress: bool = True
     """Show a progress bar with step, reward and KL."""
+    verbose: bool = False
+    """Show library noise (DeepSpeed accelerator/op-build lines, model load reports, known FutureWarnings,
+    per-actor progress bars), filtered out by default."""
     sample_completions: int = 4
     """Completions per step written to samples.jsonl and W&B."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -590,10 +602,10 @@ class Config:
         """Rules that span sections; runs before any actor is spawned."""
         _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
         _check(bool(self.data.train_path), "data.train_path", "is required")
-        mode = self.algorithm.name
-        if mode in ("ppo", "rlaif"):  # the modes that generate and score
+        mode, spec = self.algorithm.name, SPECS[self.algorithm.name]
+        if spec.scores:
             self._validate_reward_sources()
-        if mode in ("ppo", "rlaif", "distill"):  # the modes that generate
+        if spec.generates:
             self._validate_rollout()
         method = self.model.peft_method
         if method and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
@@ -615,7 +627,7 @@ class Config:
                    "ppo reads held-out prompts from data.eval_path only")
             self._validate_ppo()
             return
-        trained = "reward" if mode == "rm" else "policy"
+        trained = spec.trained[0]
         replicas = getattr(self.ray, trained).replicas
         _check(
             self.trainer.mini_batch_size % (replicas * self.trainer.micro_batch_size) == 0,

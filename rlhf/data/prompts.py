@@ -12,9 +12,14 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from rlhf.data.reader import DataError, ReadReport, read_rows, require_text
+
+from rlhf.seeds import epoch_seed
+
+if TYPE_CHECKING:
+    from rlhf.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,23 +70,17 @@ def _parse_prompt(key: str):
     return parse
 
 
-def load_prompts(
-    path: str,
-    tokenizer,
-    prompt_key: str = "prompt",
-    max_prompt_tokens: int = 64,
-    on_oversize: str = "drop",
-    on_bad_row: str = "error",
-    apply_chat_template: bool = True,
-    context_limit: Optional[int] = None,
-    max_new_tokens: int = 0,
-) -> tuple[list[Prompt], dict]:
-    """Tokenized prompts and a report {"rows", "skipped_bad", "first_bad" (the first few bad rows, `file:row:
-    what`), "dropped_oversize", "truncated", "prompt_limit"}.
+def load_prompts(path: str, tokenizer, data: "DataConfig", context_limit: Optional[int] = None,
+                 max_new_tokens: int = 0) -> tuple[list[Prompt], dict]:
+    """Tokenized prompts of `path`, read as the `data` section says (prompt_key, max_prompt_tokens,
+    on_oversize, on_bad_row, apply_chat_template), and a report {"rows", "skipped_bad", "first_bad" (the
+    first few bad rows, `file:row: what`), "dropped_oversize", "truncated", "prompt_limit"}.
 
     `context_limit` is the model's maximum sequence length (None: unknown, not checked); a
     prompt may then use at most `context_limit - max_new_tokens` tokens.
     """
+    prompt_key, max_prompt_tokens, on_oversize = data.prompt_key, data.max_prompt_tokens, data.on_oversize
+    on_bad_row, apply_chat_template = data.on_bad_row, data.apply_chat_template
     limit, why = prompt_token_limit(max_prompt_tokens, context_limit, max_new_tokens)
     report = ReadReport()
     rows = read_rows(path, _parse_prompt(prompt_key), on_bad_row, report)
@@ -139,7 +138,7 @@ class PromptSampler:
     def _make_order(self) -> list[int]:
         order = list(range(len(self.prompts)))
         if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+            random.Random(epoch_seed(self.seed, self.epoch)).shuffle(order)
         return order
 
     def next_batch(self, size: int) -> list[Prompt]:

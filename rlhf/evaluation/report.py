@@ -1,4 +1,4 @@
-"""Reporting evaluation: the run summary's lines, and `rlhf eval --model PATH --config CONFIG`.
+"""`rlhf eval --model PATH --config CONFIG`: a saved model against the config's starting model.
 
 `rlhf eval` evaluates a saved model (a Hugging Face folder such as final/ or best/) exactly as a
 run evaluates at its eval points, on the same actor groups the config's mode starts (held-out
@@ -11,48 +11,21 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
-from typing import Optional
 
 from rlhf.evaluation.scores import DROP, GAIN, general_drop, target_gain
-from rlhf.evaluation.tracker import TARGETS
+from rlhf.modes.spec import SPECS
 
 logger = logging.getLogger(__name__)
-
-
-def _pct(value: Optional[float]) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.1f}%"
-
-
-def _num(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def summary_lines(ev: dict) -> list[str]:
-    """Target gain and general drop side by side, then the gate and the best model."""
-    limit = ev.get("max_general_drop")
-    drop = ev.get("general_drop")
-    lines = [f"target           {ev['target']} {_num(ev['target_start'])} -> {_num(ev['target_end'])} "
-             f"(gain {_pct(ev['target_gain'])})   general drop {'n/a' if drop is None else f'{100 * drop:.1f}%'}"
-             + (f" (limit {100 * limit:.1f}%, gate {ev['gate']})" if limit is not None else "")]
-    for key, (start, end) in ev.get("general", {}).items():
-        lines.append(f"{key:<24} {_num(start)} (start) -> {_num(end)} (end)")
-    if ev.get("best_model"):
-        drop = ev.get("best_general_drop")
-        lines.append(f"best model       {ev['best_model']} (step {ev['best_step']}: {ev['target']} "
-                     f"{_num(ev.get('best_target'))}, general drop "
-                     f"{'n/a' if drop is None else f'{100 * drop:.1f}%'}, within the limit)")
-    return lines
 
 
 def compare(mode: str, start: dict, model: dict) -> dict:
     """The report's changes of `model` against the starting model."""
     out = general_drop(start, model)
-    key, higher = TARGETS[mode]
+    key, higher = SPECS[mode].target, SPECS[mode].higher_is_better
     if key in start and key in model:
         out[GAIN] = target_gain(start[key], model[key], higher)
     return {"target": key, **out}
@@ -81,18 +54,21 @@ def run_eval(cfg, model_path: str) -> dict:
     from rlhf.evaluation.leakage import check_eval_data
     from rlhf.train import init_ray
 
-    if cfg.algorithm.name == "ppo":
-        raise ValueError("rlhf eval supports the sft, dpo, rm and rlaif configs (PPO evaluates during training)")
     if os.path.isfile(os.path.join(model_path, "adapter_config.json")):
         raise ValueError(f"{model_path}: a PEFT adapter folder; save with model.lora.save_merged=true and pass "
                          f"{os.path.join(model_path, 'merged')}")
-    from rlhf.modes import build_driver
+    from rlhf.modes import build_runtime
 
     cfg.validate()
     check_eval_data(cfg)
-    scratch = tempfile.mkdtemp(prefix="rlhf-eval-")  # the drivers' data_report.json and placement.json
-    drivers = [build_driver(model_config(cfg, path, os.path.join(scratch, name)))  # bad input fails here
+    for key, path in (("--model", model_path), ("model.path", cfg.model.path)):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{key}: {path!r} is not a Hugging Face model folder (no config.json)")
+    scratch = tempfile.mkdtemp(prefix="rlhf-eval-")  # the runtimes' placement.json
+    drivers = [build_runtime(model_config(cfg, path, os.path.join(scratch, name)))  # bad input fails here
                for name, path in (("start", cfg.model.path), ("model", model_path))]
+    for driver in drivers:
+        os.makedirs(driver.output_dir)
     started_ray = init_ray(cfg, drivers[0].group_names())
     try:
         start, evaluated = evaluate_model(drivers[0]), evaluate_model(drivers[1])

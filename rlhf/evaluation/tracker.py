@@ -12,18 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from rlhf.modes.spec import SPECS
 from rlhf.evaluation.scores import DROP, GAIN, gate_action, general_drop, is_better, target_gain
 
 logger = logging.getLogger(__name__)
 
-TARGETS: dict[str, tuple[str, bool]] = {
-    "ppo": ("eval/reward/mean", True),
-    "sft": ("eval/sft/loss", False),
-    "rm": ("eval/rm/accuracy", True),
-    "dpo": ("eval/dpo/loss", False),
-    "rlaif": ("eval/win_rate", True),
-    "distill": ("eval/distill/divergence", False),
-}
+TARGETS: dict[str, tuple[str, bool]] = {name: (spec.target, spec.higher_is_better) for name, spec in SPECS.items()}
 """mode -> (target metric on the held-out split, whether higher is better)."""
 
 OVER_LIMIT = "eval/general/over_limit"

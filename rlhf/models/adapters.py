@@ -18,10 +18,26 @@ import torch
 from rlhf.config import LoraConfig, ModelConfig
 
 ALL_LINEAR = "all-linear"
+OUTPUT_HEADS = {"lm_head", "score", "classifier"}
+"""Heads `all-linear` leaves out (PEFT does the same); name one in the list to adapt it."""
 
 
-def lora_enabled(lora: LoraConfig) -> bool:
-    return lora.rank > 0
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    """Leaf names of the model's linear layers, the output heads left out (what `all-linear` adapts)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module is not head}
+    return names - OUTPUT_HEADS
+
+
+def expand_target_modules(targets: list[str], model: torch.nn.Module):
+    """`model.lora.target_modules` as PEFT takes it: `all-linear` alone passes through; inside a list
+    (e.g. ["all-linear", "lm_head"]) it is expanded to the model's linear layer names."""
+    if targets == [ALL_LINEAR]:
+        return ALL_LINEAR
+    if ALL_LINEAR not in targets:
+        return list(targets)
+    return sorted(linear_module_names(model) | {t for t in targets if t != ALL_LINEAR})
 
 
 def quantization_config(quantization: str, dtype: torch.dtype):
@@ -46,7 +62,7 @@ def apply_lora(model: torch.nn.Module, lora: LoraConfig, task: str, quantized: b
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else list(targets),
+        target_modules=expand_target_modules(targets, model),
         task_type=task,
     )
     return get_peft_model(model, peft_config)

@@ -1,26 +1,12 @@
-"""Training modes besides PPO: one driver per mode, chosen by `algorithm.name`.
-
-Every driver has the PPO orchestrator's lifecycle: construct (reads data and tokenizer, so bad
-input fails before any actor starts), `group_names()`, `start(resume)`, `run() -> summary`,
-`shutdown()`.
+"""Training modes: each is a `ModeSpec` (rlhf.modes.spec) plus a class holding its step and state;
+`rlhf.modes.runtime.Runtime` runs every one of them (placement, supervision, the step loop,
+evaluation, checkpoints, summary, shutdown). Imports stay lazy: the config schema reads `spec`.
 """
 from __future__ import annotations
 
-import importlib
 
-from rlhf.config import Config
+def build_runtime(cfg):
+    """The runtime for `algorithm.name`; the mode reads its data and tokenizer here, before any actor."""
+    from rlhf.modes.runtime import Runtime
 
-DRIVERS: dict[str, str] = {
-    "ppo": "rlhf.orchestrator:PPOOrchestrator",
-    "sft": "rlhf.modes.sft:SFTDriver",
-    "rm": "rlhf.modes.reward_model:RewardModelDriver",
-    "dpo": "rlhf.modes.dpo:DPODriver",
-    "rlaif": "rlhf.modes.rlaif:RLAIFDriver",
-    "distill": "rlhf.modes.distill:DistillDriver",
-}
-"""algorithm.name -> `module:class` of its driver (imported on use: each pulls in Ray and torch)."""
-
-
-def build_driver(cfg: Config):
-    module, _, name = DRIVERS[cfg.algorithm.name].partition(":")
-    return getattr(importlib.import_module(module), name)(cfg)
+    return Runtime(cfg)

@@ -2,7 +2,7 @@
 
 Groups: policy (the student, trained on DeepSpeed), teacher (frozen `model.teacher_path`: its
 full-vocabulary log-probs, and a rollout engine of the student's engine kind) and rollout (the
-student's engines, which get its weights through PPO's push path).
+student's engines, which get its weights through the shared weight push).
 
 `algorithm.distill.mode`:
 - `on_policy` (GKD, Agarwal et al. 2024): each step the student samples `rollout.samples_per_prompt`
@@ -31,8 +31,6 @@ import logging
 import os
 import time
 
-import ray
-import torch
 
 from actors.frozen import TeacherActor
 from actors.groups import ActorGroup
@@ -43,18 +41,16 @@ from rlhf.data.examples import load_sft_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, _parse_prompt, load_prompts, prompt_tokenizer
 from rlhf.data.reader import ReadReport, read_rows
 from rlhf.models.loading import context_limit, load_tokenizer
-from rlhf.modes.runtime import (ModeDriver, ModeRuntime, evaluate_on, generate_rollout, padded_size,
-                                push_policy_weights, train_on)
+from rlhf.modes import phases
+from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.modes.sft import SFTSteps
 from rlhf.records import DistillBatch, RolloutBatch
 from rlhf.rewards.function import FunctionReward
 from rlhf.rollout.select import choose_engine
+from rlhf.seeds import eval_seed, step_seed, teacher_data_seed
 
 logger = logging.getLogger(__name__)
 
-# Held-out sampling and the offline dataset use their own seeds, apart from every training step's.
-EVAL_SEED = 7_777_777
-TEACHER_DATA_SEED = 5_555_555
 TEACHER_DATA_FILE = "teacher_data.jsonl"
 
 
@@ -74,11 +70,9 @@ def check_same_tokenizer(student_path: str, teacher_path: str, trust_remote_code
 
 def teacher_scored_batch(teacher: ActorGroup, rollout: RolloutBatch) -> DistillBatch:
     """The rollout with the teacher's [B, R, V] log-probs at its response positions (rows split over replicas)."""
-    parts = zip(torch.tensor_split(rollout.sequences, len(teacher)), torch.tensor_split(rollout.attention_mask,
-                                                                                        len(teacher)))
-    refs = teacher.call_each("forward_vocab", [(s, a, rollout.prompt_len) for s, a in parts if len(s)])
-    return DistillBatch(rollout.sequences, rollout.attention_mask, rollout.response_mask,
-                        torch.cat(ray.get(refs)), rollout.prompt_len)
+    vocab_logprobs = phases.gather(phases.submit_forward(teacher, rollout, "forward_vocab"))
+    return DistillBatch(rollout.sequences, rollout.attention_mask, rollout.response_mask, vocab_logprobs,
+                        rollout.prompt_len)
 
 
 def teacher_dataset_rows(rollout: RolloutBatch, raw_prompts: dict[int, object]) -> tuple[list[dict], int]:
@@ -88,53 +82,55 @@ def teacher_dataset_rows(rollout: RolloutBatch, raw_prompts: dict[int, object]) 
     return rows, len(rollout) - len(rows)
 
 
-class DistillDriver(ModeDriver):
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+class DistillMode:
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg, self.runtime = cfg, runtime
         data, model = cfg.data, cfg.model
         self.tokenizer = prompt_tokenizer(model.path, data, model.trust_remote_code)
         check_same_tokenizer(model.path, model.teacher_path, model.trust_remote_code)
         limits = [context_limit(p, model.trust_remote_code) for p in (model.path, model.teacher_path)]
         limit = min((x for x in limits if x is not None), default=None)
-        self.train_prompts, self.eval_prompts, self.data_counts = train_and_eval(
-            lambda path: load_prompts(path, self.tokenizer, data.prompt_key, data.max_prompt_tokens, data.on_oversize,
-                                      data.on_bad_row, data.apply_chat_template, context_limit=limit,
-                                      max_new_tokens=cfg.rollout.max_new_tokens), data, cfg.trainer.seed)
+        self.train_prompts, self.eval_prompts, self.data_report = train_and_eval(
+            lambda path: load_prompts(path, self.tokenizer, data, limit, cfg.rollout.max_new_tokens), data,
+            cfg.trainer.seed)
         self.sampler = PromptSampler(self.train_prompts, cfg.trainer.seed, data.shuffle)
         self.offline = cfg.algorithm.distill.mode == "offline"
         self.sft: SFTSteps | None = None
         """Offline: SFT's steps over the teacher's answers (built once they exist)."""
+        self.pending_sampler_state: dict | None = None
         self.task_score = FunctionReward(cfg.reward.function)
         # One engine kind for student and teacher, so their generation speeds compare like for like.
         self.engine = choose_engine(cfg.rollout.engine, model.path, cfg.ray.rollout.num_gpus)
-        logger.info("rollout engine (student and teacher): %s (%s)", self.engine.name, self.engine.reason)
-        self.runtime = ModeRuntime(cfg, "policy", {"teacher": (TeacherActor, (self.engine.name,)),
-                                                   "rollout": (RolloutActor, (self.engine.name, False))},
-                                   self.data_counts)
-        self.pushed_version = 0
-        """The policy step whose weights the student's engines hold."""
         self.engines_warm = False
 
-    def run(self) -> dict:
+    def trained_roles(self) -> list[str]:
+        return ["policy"]
+
+    def frozen_groups(self) -> dict[str, tuple]:
+        return {"teacher": (TeacherActor, (self.engine.name,)), "rollout": (RolloutActor, (self.engine.name, False))}
+
+    @property
+    def has_held_out(self) -> bool:
+        return bool(self.eval_prompts)
+
+    def summary(self) -> dict:
+        return {"rollout_engine": f"{self.engine.name} ({self.engine.reason}), student and teacher"}
+
+    def before_loop(self) -> None:
         if self.offline:
             self.sft = self._teacher_dataset()
-        train_key = "sft/loss" if self.offline else "distill/divergence"
-        return self._run("distill", self.train_step, self.evaluate if self.eval_prompts else None,
-                         self.state_dict, self.load_state_dict,
-                         [train_key, "eval/distill/divergence", "eval/student/task_score", "eval/teacher/task_score",
-                          "eval/student/tokens_per_s", "eval/teacher/tokens_per_s"])
+            if self.pending_sampler_state is not None:
+                self.sft.sampler.load_state_dict(self.pending_sampler_state)
 
     def state_dict(self) -> dict:
-        return {"sampler": (self.sft.sampler if self.offline else self.sampler).state_dict()}
+        sampler = self.sft.sampler if self.offline and self.sft else self.sampler
+        return {"sampler": sampler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        (self.sft.sampler if self.offline else self.sampler).load_state_dict(state["sampler"])
-        self._push_weights(self.runtime.step)  # the engines started from the base weights
-
-    def _push_weights(self, version: int) -> float:
-        megabytes = push_policy_weights(self.runtime.groups["policy"], self.runtime.groups["rollout"], version) / 2**20
-        self.pushed_version = version
-        return megabytes
+        if self.offline:  # the SFT rows exist once the teacher has answered (before_loop)
+            self.pending_sampler_state = state["sampler"]
+        else:
+            self.sampler.load_state_dict(state["sampler"])
 
     # ------------------------------------------------------------------ offline
     def _teacher_dataset(self) -> SFTSteps:
@@ -142,9 +138,10 @@ class DistillDriver(ModeDriver):
         cfg = self.cfg
         path = os.path.join(cfg.trainer.output_dir, TEACHER_DATA_FILE)
         start = time.perf_counter()
-        rollout = generate_rollout(cfg, self.runtime.groups["teacher"], self.tokenizer, self.train_prompts,
-                                   cfg.rollout.samples_per_prompt, seed=TEACHER_DATA_SEED + cfg.trainer.seed,
-                                   policy_version=0)
+        rt = self.runtime
+        rollout = rt.phase("teacher_data", lambda: phases.generate(
+            cfg, rt.groups["teacher"], self.tokenizer, self.train_prompts, cfg.rollout.samples_per_prompt,
+            seed=teacher_data_seed(cfg.trainer.seed), policy_version=0), stateful=("teacher",))
         seconds = time.perf_counter() - start
         raw = dict(read_rows(cfg.data.train_path, _parse_prompt(cfg.data.prompt_key), "skip", ReadReport()))
         rows, empty = teacher_dataset_rows(rollout, raw)
@@ -163,54 +160,61 @@ class DistillDriver(ModeDriver):
         return SFTSteps(cfg, self.tokenizer.pad_token_id, examples, None)
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, step: int) -> dict:
-        groups = self.runtime.groups
+    def train_step(self, step: int) -> StepOutput:
+        rt = self.runtime
+        groups = rt.groups
         if self.offline:  # SFT on the teacher's answers; the engines get the weights when evaluation needs them
-            return self.sft.train_step(groups["policy"])
+            return StepOutput(rt.phase("train", lambda: self.sft.train_step(groups["policy"])))
         cfg, timings = self.cfg, {}
-        # 1. Prompts, and the student's samples from the engines (which hold its current weights).
+        # 1. Generate: prompts, and the student's samples from the engines (which hold its current weights).
         prompts = self.sampler.next_batch(cfg.trainer.prompts_per_step)
         start = time.perf_counter()
-        rollout = generate_rollout(cfg, groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
-                                   seed=cfg.trainer.seed * 1_000_003 + step, policy_version=step - 1)
+        rollout = rt.phase("generate", lambda: phases.generate(
+            cfg, groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
+            seed=step_seed(cfg.trainer.seed, step), policy_version=step - 1), stateful=("rollout",))
         timings["generate"] = time.perf_counter() - start
-        # 2. The teacher's distribution at every sampled position.
+        # 2. Score: the teacher's distribution at every sampled position.
         start = time.perf_counter()
-        batch = teacher_scored_batch(groups["teacher"], rollout)
+        batch = rt.phase("teacher", lambda: teacher_scored_batch(groups["teacher"], rollout), stateful=("teacher",))
         timings["teacher"] = time.perf_counter() - start
-        # 3. Optimizer steps on the divergence, one per mini-batch.
+        # 3. Train: optimizer steps on the divergence, one per mini-batch.
         start = time.perf_counter()
         mini = cfg.trainer.mini_batch_size
-        metrics = train_on(groups["policy"], [batch.select(slice(i, i + mini)) for i in range(0, len(batch), mini)])
+        metrics = rt.phase("train", lambda: phases.train_on(
+            groups["policy"], [batch.select(slice(i, i + mini)) for i in range(0, len(batch), mini)]))
         timings["train"] = time.perf_counter() - start
-        # 4. The new weights into the student's engines.
+        # 4. Push weights: the student's new weights into its engines.
         start = time.perf_counter()
-        metrics["weight_sync/megabytes"] = self._push_weights(step)
+        metrics["weight_sync/megabytes"] = rt.phase("weight_sync", lambda: rt.push_weights(step)) / 2**20
         timings["weight_sync"] = time.perf_counter() - start
         metrics["response_length/mean"] = float(rollout.response_mask.sum(dim=1).float().mean())
-        return {**metrics, **{f"timing/{k}_s": v for k, v in timings.items()}}
+        return StepOutput({**metrics, **{f"timing/{k}_s": v for k, v in timings.items()}})
 
     # ------------------------------------------------------------------ held out
     def evaluate(self) -> dict:
-        cfg, groups, step = self.cfg, self.runtime.groups, self.runtime.step
-        if self.pushed_version != step:
-            self._push_weights(step)
+        cfg, rt = self.cfg, self.runtime
+        groups, step = rt.groups, rt.step
+        if rt.weights_version != step:
+            rt.phase("weight_sync", lambda: rt.push_weights(step))
         metrics = {}
         answers = {}
         # 1. One answer per held-out prompt from the student and from the teacher, same seed and engine kind.
-        for who, engines in (("student", groups["rollout"]), ("teacher", groups["teacher"])):
+        for who, role in (("student", "rollout"), ("teacher", "teacher")):
             if not self.engines_warm:  # an engine's first call pays one-time costs; keep them out of tokens/s
-                generate_rollout(cfg, engines, self.tokenizer, self.eval_prompts[:2], 1, seed=0, policy_version=step)
+                rt.phase("evaluate", lambda: phases.generate(cfg, groups[role], self.tokenizer, self.eval_prompts[:2],
+                                                             1, seed=0, policy_version=step), stateful=(role,))
             start = time.perf_counter()
-            rollout = generate_rollout(cfg, engines, self.tokenizer, self.eval_prompts, 1,
-                                       seed=EVAL_SEED + cfg.trainer.seed, policy_version=step)
+            rollout = rt.phase("evaluate", lambda: phases.generate(
+                cfg, groups[role], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
+                policy_version=step), stateful=(role,))
             seconds = time.perf_counter() - start
             answers[who] = rollout
             metrics[f"eval/{who}/tokens_per_s"] = float(rollout.response_mask.sum()) / seconds
             metrics[f"eval/{who}/task_score"] = float(self.task_score.score(rollout.prompts, rollout.responses).mean())
         self.engines_warm = True
         # 2. Divergence to the teacher on the student's own answers (padded rows weigh 0).
-        batch = teacher_scored_batch(groups["teacher"], answers["student"])
-        size = padded_size(len(batch), cfg.ray.policy.replicas, cfg.trainer.micro_batch_size)
-        metrics.update(evaluate_on(groups["policy"], batch.padded_to(size)))
+        batch = rt.phase("evaluate", lambda: teacher_scored_batch(groups["teacher"], answers["student"]),
+                         stateful=("teacher",))
+        size = phases.padded_size(len(batch), cfg.ray.policy.replicas, cfg.trainer.micro_batch_size)
+        metrics.update(phases.evaluate_on(groups["policy"], batch.padded_to(size)))
         return metrics

@@ -25,8 +25,9 @@ from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, prompt_tokenizer
 from rlhf.models.loading import context_limit
-from rlhf.modes.runtime import (ModeDriver, ModeRuntime, evaluate_on, padded_size, reference_is_folded,
-                                reference_logps, train_on)
+from rlhf.modes.phases import (evaluate_on, padded_size, preference_reference_logps, reference_is_folded,
+                               train_on)
+from rlhf.modes.runtime import Runtime, StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -34,57 +35,73 @@ logger = logging.getLogger(__name__)
 PRECOMPUTE_CHUNK = 64
 
 
-class DPODriver(ModeDriver):
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+class DPOMode:
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg, self.runtime = cfg, runtime
         self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)
         check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
-        self.train_pairs, self.eval_pairs, self.data_counts = train_and_eval(
+        self.train_pairs, self.eval_pairs, self.data_report = train_and_eval(
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("dpo: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.uses_reference = cfg.algorithm.dpo.uses_reference
         self.reference_folded = reference_is_folded(cfg)
         # The sampler walks pair indices, so each pair's stored reference log-probs come along.
         self.sampler = PromptSampler(list(range(len(self.train_pairs))), cfg.trainer.seed, cfg.data.shuffle)
-        frozen = {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded else {}
-        self.runtime = ModeRuntime(cfg, "policy", frozen, self.data_counts)
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.eval_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.precomputed = False
 
-    def start(self, resume: bool = False) -> None:
-        super().start(resume)
-        if self.uses_reference:
-            self.train_ref = self._precompute(self.train_pairs)
-            self.eval_ref = self._precompute(self.eval_pairs) if self.eval_pairs else None
+    def trained_roles(self) -> list[str]:
+        return ["policy"]
+
+    def frozen_groups(self) -> dict[str, tuple]:
+        return {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded else {}
+
+    @property
+    def has_held_out(self) -> bool:
+        return bool(self.eval_pairs)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+    def precompute_reference(self) -> None:
+        """Every pair's reference log-probs, once; then the reference group is released."""
+        if self.uses_reference and not self.precomputed:
+            self.train_ref = self.runtime.phase("reference", lambda: self._precompute(self.train_pairs))
+            if self.eval_pairs:
+                self.eval_ref = self.runtime.phase("reference", lambda: self._precompute(self.eval_pairs))
             self.runtime.release("reference")
+        self.precomputed = True
+
+    before_loop = precompute_reference
 
     def _precompute(self, pairs: list[PreferenceExample]) -> tuple[torch.Tensor, torch.Tensor]:
-        group, method = ((self.runtime.groups["policy"], "forward_reference") if self.reference_folded
-                         else (self.runtime.groups["reference"], "forward"))
+        groups = self.runtime.groups
+        group, method = ((groups["policy"], "forward_reference") if self.reference_folded
+                         else (groups["reference"], "forward"))
         chosen, rejected = [], []
         for start in range(0, len(pairs), PRECOMPUTE_CHUNK):
             batch = collate_preferences(pairs[start:start + PRECOMPUTE_CHUNK], self.tokenizer.pad_token_id)
-            c, r = reference_logps(group, batch, method)
+            c, r = preference_reference_logps(group, batch, method)
             chosen.append(c)
             rejected.append(r)
         return torch.cat(chosen), torch.cat(rejected)
 
-    def run(self) -> dict:
-        keys = ["rewards/accuracy", "rewards/margin", "eval/rewards/accuracy", "eval/rewards/margin"]
-        return self._run("dpo", self.train_step, self.evaluate if self.eval_pairs else None,
-                         self.sampler.state_dict, self.sampler.load_state_dict, keys)
-
-    def train_step(self, step: int) -> dict:
+    def train_step(self, step: int) -> StepOutput:
         # 1. The next pairs with their stored reference log-probs; 2. one DPO optimizer step.
         index = self.sampler.next_batch(self.cfg.trainer.mini_batch_size)
         ref = self.train_ref
         batch = collate_preferences([self.train_pairs[i] for i in index], self.tokenizer.pad_token_id,
                                     ref[0][index] if ref else None, ref[1][index] if ref else None)
-        return train_on(self.runtime.groups["policy"], [batch])
+        return StepOutput(self.runtime.phase("train", lambda: train_on(self.runtime.groups["policy"], [batch])))
 
     def evaluate(self) -> dict:
+        self.precompute_reference()  # `rlhf eval` evaluates without running the loop
         size = padded_size(len(self.eval_pairs), self.cfg.ray.policy.replicas, self.cfg.trainer.micro_batch_size)
         ref = self.eval_ref
         batch = padded_preference_batch(self.eval_pairs, size, self.tokenizer.pad_token_id,
                                         ref[0] if ref else None, ref[1] if ref else None)
-        return evaluate_on(self.runtime.groups["policy"], batch)
+        return self.runtime.phase("evaluate", lambda: evaluate_on(self.runtime.groups["policy"], batch))

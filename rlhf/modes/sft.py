@@ -18,7 +18,8 @@ from rlhf.data.batching import collate_sft, pack_examples, pad_sft_rows
 from rlhf.data.examples import SFTExample, check_context, load_sft_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, prompt_tokenizer
 from rlhf.models.loading import context_limit
-from rlhf.modes.runtime import ModeDriver, ModeRuntime, evaluate_on, padded_size, train_on
+from rlhf.modes.phases import evaluate_on, padded_size, train_on
+from rlhf.modes.runtime import Runtime, StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -59,24 +60,36 @@ class SFTSteps:
         return evaluate_on(policy, batch)
 
 
-class SFTDriver(ModeDriver):
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+class SFTMode:
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg, self.runtime = cfg, runtime
         data = cfg.data
         self.tokenizer = prompt_tokenizer(cfg.model.path, data, cfg.model.trust_remote_code)
         check_context(cfg.data, context_limit(cfg.model.path, cfg.model.trust_remote_code), cfg.model.virtual_tokens)
-        train, held_out, self.data_counts = train_and_eval(
+        train, held_out, self.data_report = train_and_eval(
             lambda path: load_sft_examples(path, self.tokenizer, data), data, cfg.trainer.seed)
         self.steps = SFTSteps(cfg, self.tokenizer.pad_token_id, train, held_out)
-        self.runtime = ModeRuntime(cfg, "policy", {}, self.data_counts)
 
-    def run(self) -> dict:
-        sampler = self.steps.sampler
-        return self._run("sft", self.train_step, self.evaluate if self.steps.eval_rows else None,
-                         sampler.state_dict, sampler.load_state_dict, ["sft/loss", "eval/sft/loss"])
+    def trained_roles(self) -> list[str]:
+        return ["policy"]
 
-    def train_step(self, step: int) -> dict:
-        return self.steps.train_step(self.runtime.groups["policy"])
+    def frozen_groups(self) -> dict[str, tuple]:
+        return {}
+
+    @property
+    def has_held_out(self) -> bool:
+        return bool(self.steps.eval_rows)
+
+    def state_dict(self) -> dict:
+        return self.steps.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps.sampler.load_state_dict(state)
+
+    def train_step(self, step: int) -> StepOutput:
+        policy = self.runtime.groups["policy"]
+        return StepOutput(self.runtime.phase("train", lambda: self.steps.train_step(policy)))
 
     def evaluate(self) -> dict:
-        return self.steps.evaluate(self.runtime.groups["policy"])
+        policy = self.runtime.groups["policy"]
+        return self.runtime.phase("evaluate", lambda: self.steps.evaluate(policy))

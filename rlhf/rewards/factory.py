@@ -1,7 +1,7 @@
 """One place that maps `reward.source` to a reward source."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 from rlhf.config import Config
 from rlhf.rewards.base import RewardSource
@@ -38,7 +38,8 @@ def _http(cfg: Config) -> RewardSource:
     from rlhf.rewards.http import HttpReward
     from rlhf.rewards.remote import RetryPolicy
 
-    return HttpReward(cfg.reward.http.url, RetryPolicy.from_config(cfg.reward.remote), cfg.reward.remote.batch_size,
+    return HttpReward(cfg.reward.http.url, RetryPolicy.from_config(cfg.reward.remote, cfg.reward.http.retry_window_s),
+                      cfg.reward.remote.batch_size,
                       cfg.reward.http.api_key_env)
 
 
@@ -50,9 +51,9 @@ BUILDERS: dict[str, Callable[[Config], RewardSource]] = {
 }
 
 
-def build_reward_source(cfg: Config, name: Optional[str] = None) -> RewardSource:
-    """The source `reward.source` names, or the single source `name` (e.g. "judge" for RLAIF)."""
-    name = name or cfg.reward.source
+def build_reward_source(cfg: Config) -> RewardSource:
+    """The source `reward.source` names (a weighted sum of several with `weighted`)."""
+    name = cfg.reward.source
     if name == "weighted":
         from rlhf.rewards.weighted import WeightedReward
 

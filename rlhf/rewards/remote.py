@@ -2,8 +2,10 @@
 
 Shared by the reward-server source and the judge's API backend. A request that is
 refused, times out, gets a 5xx/408/429 or a reply its `check` rejects is retried after
-`backoff_s`, `2 * backoff_s`, ... up to `max_retries` times; then `RemoteError` names
-the URL, the attempts, the time spent and the last problem. Other 4xx replies (a wrong
+`backoff_s`, `2 * backoff_s`, ... (each wait at most `MAX_BACKOFF_S`) at least `max_retries` times and,
+with a `window_s` (`reward.http.retry_window_s`), for as long as that window lasts, so a server that
+restarts within it is waited for; then `RemoteError` names the URL, the attempts, the time spent and
+the last problem. Other 4xx replies (a wrong
 URL or key) fail at once: retrying cannot fix them. Nothing here ever makes up a score.
 
 API keys travel only in the Authorization header: they are read from an environment
@@ -24,6 +26,8 @@ from typing import Any, Callable, Optional
 logger = logging.getLogger(__name__)
 
 _RETRYABLE_STATUS = {408, 429}
+MAX_BACKOFF_S = 10.0
+"""Longest wait between two attempts inside a retry window."""
 
 
 class RemoteError(RuntimeError):
@@ -39,18 +43,32 @@ class RetryPolicy:
     timeout_s: float = 30.0
     max_retries: int = 3
     backoff_s: float = 1.0
+    window_s: Optional[float] = None
+    """Keep retrying until this many seconds have passed since the first attempt (None: count alone)."""
 
     def delays(self) -> list[float]:
-        """Waits before retry 1, 2, ...: backoff_s * 2**i."""
-        return [self.backoff_s * 2 ** i for i in range(self.max_retries)]
+        """Waits before retry 1, 2, ... that `max_retries` guarantees: backoff_s * 2**i, capped."""
+        return [self.delay(i) for i in range(self.max_retries)]
+
+    def delay(self, retry: int) -> float:
+        return min(self.backoff_s * 2 ** retry, MAX_BACKOFF_S)
+
+    def retry_after(self, retry: int, elapsed_s: float) -> Optional[float]:
+        """The wait before retry number `retry` (0-based), or None when the call should give up."""
+        if retry < self.max_retries:
+            return self.delay(retry)
+        if self.window_s is None or elapsed_s >= self.window_s:
+            return None
+        return max(0.0, min(self.delay(retry), self.window_s - elapsed_s))
 
     def worst_case_s(self) -> float:
         """Upper bound on the time one call can take before it gives up."""
-        return (self.max_retries + 1) * self.timeout_s + sum(self.delays())
+        counted = (self.max_retries + 1) * self.timeout_s + sum(self.delays())
+        return counted if self.window_s is None else max(counted, self.window_s + self.timeout_s + MAX_BACKOFF_S)
 
     @classmethod
-    def from_config(cls, remote) -> RetryPolicy:
-        return cls(remote.timeout_s, remote.max_retries, remote.backoff_s)
+    def from_config(cls, remote, window_s: Optional[float] = None) -> RetryPolicy:
+        return cls(remote.timeout_s, remote.max_retries, remote.backoff_s, window_s)
 
 
 def read_api_key(env_name: Optional[str], key: str) -> Optional[str]:
@@ -99,9 +117,9 @@ def post_json(
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    delays = policy.delays()
     started = time.monotonic()
-    for attempt in range(len(delays) + 1):
+    attempt = 0
+    while True:
         try:
             try:
                 reply = _post_once(url, data, headers, policy.timeout_s)
@@ -112,10 +130,11 @@ def post_json(
             raise RemoteError(f"{url}: {err}") from None
         except _Retryable as err:
             problem = str(err)
-        if attempt == len(delays):
+        wait = policy.retry_after(attempt, time.monotonic() - started)
+        if wait is None:
             break
-        logger.warning("%s: attempt %d/%d failed (%s); retrying in %.2gs", url, attempt + 1, len(delays) + 1,
-                       problem, delays[attempt])
-        sleep(delays[attempt])
-    raise RemoteError(f"{url}: gave up after {len(delays) + 1} attempts in {time.monotonic() - started:.1f}s; "
+        logger.warning("%s: attempt %d failed (%s); retrying in %.2gs", url, attempt + 1, problem, wait)
+        sleep(wait)
+        attempt += 1
+    raise RemoteError(f"{url}: gave up after {attempt + 1} attempts in {time.monotonic() - started:.1f}s; "
                       f"last problem: {problem}")

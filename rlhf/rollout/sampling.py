@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, TYPE_CHECKING
 
+from rlhf.seeds import engine_seed
+
 if TYPE_CHECKING:
     from rlhf.config import RolloutConfig
 
@@ -29,7 +31,7 @@ def engine_sampling(rollout: "RolloutConfig", n: int, seed: int) -> Callable[[in
 
     def spec_for_engine(i: int) -> SamplingSpec:
         return SamplingSpec(n=n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
-                            max_new_tokens=rollout.max_new_tokens, stop=tuple(rollout.stop), seed=seed * 131 + i)
+                            max_new_tokens=rollout.max_new_tokens, stop=tuple(rollout.stop), seed=engine_seed(seed, i))
 
     return spec_for_engine
 

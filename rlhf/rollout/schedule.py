@@ -15,6 +15,7 @@ from rlhf.config import RolloutConfig
 from rlhf.data.prompts import Prompt, PromptSampler
 from rlhf.rollout.dispatch import PendingGenerations, submit_to_engines
 from rlhf.rollout.sampling import SamplingSpec, engine_sampling
+from rlhf.seeds import step_seed
 
 
 @dataclass
@@ -35,7 +36,7 @@ class GenerationSchedule:
         self.early: Optional[tuple[int, list[Prompt], InFlight, dict]] = None
 
     def sampling_for(self, step: int) -> Callable[[int], SamplingSpec]:
-        return engine_sampling(self.rollout, self.rollout.samples_per_prompt, self.seed * 1_000_003 + step)
+        return engine_sampling(self.rollout, self.rollout.samples_per_prompt, step_seed(self.seed, step))
 
     def submit(self, engines: list, prompts: list[Prompt], step: int) -> PendingGenerations:
         return submit_to_engines(engines, [p.token_ids for p in prompts], self.sampling_for(step))

@@ -99,13 +99,14 @@ def test_model_and_judge_sources_differ_by_one_key(tiny_assets, ray_session, tmp
             assert all(0.0 <= m["reward/mean"] <= 1.0 for m in metrics)  # expected score on the rubric's 0..1
 
 
-def test_http_source_survives_an_outage_then_fails_naming_the_url(tiny_assets, ray_session, tmp_path):
+def test_http_source_survives_an_outage_then_fails_naming_the_url_and_resumes(tiny_assets, ray_session, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/score"
-    # Retry waits 0.5, 1, 2, 4 s: a server back within ~7 s is used; one that stays down fails the step.
-    cfg = small_config(tiny_assets, tmp_path / "http", "reward.source=http", f"reward.http.url={url}",
-                       "reward.remote.timeout_s=5", "reward.remote.max_retries=4", "reward.remote.backoff_s=0.5",
-                       "trainer.steps=8")
+    # Retry waits 0.5, 1, 2, 4 s (the 5 s window is spent by then): a server back within ~7 s is used;
+    # one that stays down fails the step, after an emergency checkpoint of the last completed step.
+    overrides = ("reward.source=http", f"reward.http.url={url}", "reward.remote.timeout_s=5",
+                 "reward.remote.max_retries=4", "reward.remote.backoff_s=0.5", "reward.http.retry_window_s=5")
+    cfg = small_config(tiny_assets, tmp_path / "http", *overrides, "trainer.steps=8")
     server = {"proc": start_reward_server(port)}
     events = {}
     metrics_path = os.path.join(cfg.trainer.output_dir, "metrics.jsonl")
@@ -138,12 +139,25 @@ def test_http_source_survives_an_outage_then_fails_naming_the_url(tiny_assets, r
         stop(server["proc"])
     message = str(err.value)
     assert f"{url}: gave up after 5 attempts" in message and "cannot connect" in message, message[-2000:]
+    # No lost work: save_steps=0, yet the last completed step is on disk and the error names it.
+    emergency = os.path.join(cfg.trainer.output_dir, "checkpoints", "step_4")
+    assert type(err.value).__name__ == "PhaseFailed" and emergency in message, message[-2000:]
+    assert os.path.isfile(os.path.join(emergency, "manifest.json"))
     # Bounded: 7.5 s of backoff (connection refused answers at once) plus the step's other work and shutdown.
     assert failed_at - events["down_for_good"] < 7.5 + 30
     metrics = _check_ran(cfg, 4)  # steps 1-4 trained; step 5 never trained on invented scores
     # Step 3 waited for the server to come back (its scoring spans the outage); step 2 did not.
     assert metrics[2]["timing/experience_s"] > metrics[1]["timing/experience_s"] + 0.5, metrics[2]
     assert "Authorization" not in open(os.path.join(cfg.trainer.output_dir, "config.yaml")).read()
+
+    # The server is back: --resume continues with step 5, no step lost or repeated.
+    server["proc"] = start_reward_server(port)
+    try:
+        run_training(small_config(tiny_assets, tmp_path / "http", *overrides, "trainer.steps=6"), resume=True)
+    finally:
+        stop(server["proc"])
+    resumed = _check_ran(cfg, 6)
+    assert resumed[:4] == metrics
 
 
 def test_reward_config_errors_before_any_actor(tiny_assets, tmp_path):

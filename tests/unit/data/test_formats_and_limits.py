@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from rlhf.config import DataConfig
 from rlhf.data.prompts import ensure_chat_template, load_prompts, prompt_token_limit
 from rlhf.data.reader import DataError, ReadReport, read_rows, require_text
 
@@ -108,8 +109,12 @@ def prompt_file(tmp_path):
     return str(path)
 
 
+def _data(**keys) -> DataConfig:
+    return DataConfig(**keys)
+
+
 def _lengths(tokenizer, path):
-    prompts, _ = load_prompts(path, tokenizer, max_prompt_tokens=1000, on_oversize="error")
+    prompts, _ = load_prompts(path, tokenizer, _data(max_prompt_tokens=1000, on_oversize="error"))
     return [len(p.token_ids) for p in prompts]
 
 
@@ -118,17 +123,17 @@ def test_oversize_policy_error_drop_truncate(tokenizer, prompt_file, limit_by):
     short, long = _lengths(tokenizer, prompt_file)
     cap = short + 5
     assert long > cap
-    kwargs = ({"max_prompt_tokens": cap} if limit_by == "prompt_limit"
-              else {"max_prompt_tokens": 1000, "context_limit": cap + 12, "max_new_tokens": 12})
+    keys, kwargs = (({"max_prompt_tokens": cap}, {}) if limit_by == "prompt_limit"
+                    else ({"max_prompt_tokens": 1000}, {"context_limit": cap + 12, "max_new_tokens": 12}))
     with pytest.raises(DataError) as err:
-        load_prompts(prompt_file, tokenizer, on_oversize="error", **kwargs)
+        load_prompts(prompt_file, tokenizer, _data(on_oversize="error", **keys), **kwargs)
     assert str(err.value).startswith(f"{prompt_file}:2: prompt has {long} tokens, over ")
     assert ("max_position_embeddings" in str(err.value)) == (limit_by == "context")
 
-    kept, counts = load_prompts(prompt_file, tokenizer, on_oversize="drop", **kwargs)
+    kept, counts = load_prompts(prompt_file, tokenizer, _data(on_oversize="drop", **keys), **kwargs)
     assert [p.row for p in kept] == [1] and counts["dropped_oversize"] == 1 and counts["prompt_limit"] == cap
 
-    cut, counts = load_prompts(prompt_file, tokenizer, on_oversize="truncate", **kwargs)
+    cut, counts = load_prompts(prompt_file, tokenizer, _data(on_oversize="truncate", **keys), **kwargs)
     assert [len(p.token_ids) for p in cut] == [short, cap] and counts["truncated"] == 1
     # The end survives (the generation prompt), and the text is what the ids say.
     assert cut[1].text.endswith("<|assistant|>\n")
@@ -137,7 +142,7 @@ def test_oversize_policy_error_drop_truncate(tokenizer, prompt_file, limit_by):
 
 def test_every_prompt_oversize_is_an_error(tokenizer, prompt_file):
     with pytest.raises(DataError, match="every prompt is over data.max_prompt_tokens=3"):
-        load_prompts(prompt_file, tokenizer, max_prompt_tokens=3, on_oversize="drop")
+        load_prompts(prompt_file, tokenizer, _data(max_prompt_tokens=3, on_oversize="drop"))
 
 
 def test_missing_chat_template_fix_it_message_or_template_file(tokenizer, tmp_path):

@@ -82,7 +82,7 @@ def test_eval_fraction_split_with_a_duplicate_on_both_sides_is_named(tmp_path):
     assert 0 < failed < 20
 
 
-def test_rlhf_eval_refuses_ppo_and_adapter_folders_before_starting_anything(tmp_path):
+def test_rlhf_eval_refuses_adapter_and_missing_folders_before_starting_anything(tmp_path):
     from rlhf.evaluation.report import run_eval
 
     adapter = tmp_path / "final"
@@ -92,6 +92,7 @@ def test_rlhf_eval_refuses_ppo_and_adapter_folders_before_starting_anything(tmp_
     sft = load(None, ["algorithm.name=sft", "model.path=/m", f"data.train_path={train}"])
     with pytest.raises(ValueError, match=r"PEFT adapter folder; .*model.lora.save_merged=true .*final/merged"):
         run_eval(sft, str(adapter))
+    # PPO configs are evaluated too; a missing model folder is named by its flag, not sent to `rlhf assets`.
     ppo = load(None, ["model.path=/m", f"data.train_path={train}"])
-    with pytest.raises(ValueError, match="rlhf eval supports the sft, dpo, rm and rlaif configs"):
-        run_eval(ppo, str(adapter))
+    with pytest.raises(FileNotFoundError, match=r"--model: '.*/missing' is not a Hugging Face model folder"):
+        run_eval(ppo, str(tmp_path / "missing"))

@@ -69,6 +69,17 @@ def test_retry_policy_delays_and_bound():
     assert RetryPolicy(max_retries=0).delays() == []
 
 
+def test_retry_window_keeps_retrying_until_it_has_passed():
+    # 3 counted retries (0.5, 1, 2 s), then the 60 s window: waits 4, 8, then capped at 10, never past the window.
+    policy = RetryPolicy(timeout_s=2.0, max_retries=3, backoff_s=0.5, window_s=60.0)
+    assert [policy.retry_after(i, elapsed_s=0.0) for i in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
+    assert policy.retry_after(3, elapsed_s=57.0) == 3.0  # only what is left of the window
+    assert policy.retry_after(3, elapsed_s=60.0) is None
+    assert policy.retry_after(1, elapsed_s=99.0) == 1.0  # the counted retries happen whatever the time
+    assert RetryPolicy(max_retries=2).retry_after(2, elapsed_s=0.0) is None  # no window: count alone
+    assert policy.worst_case_s() == 60.0 + 2.0 + 10.0
+
+
 class _Const:
     def __init__(self, name, values):
         self.name, self.values = name, values

@@ -1,0 +1,201 @@
+"""PPO (and the critic-free GRPO, RLOO, REINFORCE++ via `algorithm.advantage`): its step and its state.
+
+Groups: policy and critic (trained; no critic without GAE), reference (frozen start policy; none
+with PEFT and `model.lora.fold_reference`: the policy with adapters disabled), reward (whatever
+`reward.source` names) and rollout (engines that get the policy's weights after every update).
+State carried across steps and checkpoints: the KL controller and the generation schedule (the
+prompt sampler, and in off-by-one mode the next step's requests already in flight).
+Held-out metric: `eval/reward/mean`, one seeded sample per `data.eval_path` prompt, clipped like training.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+
+from actors.frozen import ReferenceActor, RewardActor
+from actors.rollout import RolloutActor
+from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
+from rlhf.algorithms.ppo_metrics import ppo_step_metrics
+from rlhf.config import Config
+from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
+from rlhf.faults import nonfinite_names
+from rlhf.kl import AdaptiveKLController, FixedKLController
+from rlhf.models.loading import context_limit
+from rlhf.modes import phases
+from rlhf.modes.runtime import Runtime, StepOutput
+from rlhf.records import Experience, RolloutBatch
+from rlhf.rollout.batch import collate_rollout
+from rlhf.rollout.dispatch import collect_generations
+from rlhf.rollout.schedule import GenerationSchedule, InFlight
+from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
+from rlhf.seeds import eval_seed, step_seed
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def timed(timings: dict, name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+class PPOMode:
+    def __init__(self, cfg: Config, runtime: Runtime) -> None:
+        self.cfg, self.runtime = cfg, runtime
+        self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
+        self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
+                                                             cfg.model.dtype, cfg.model.quantization,
+                                                             cfg.rollout.async_generation)
+        # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
+        self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
+        self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)
+        limit = context_limit(cfg.model.path, cfg.model.trust_remote_code)
+        prompts, self.data_report = load_prompts(cfg.data.train_path, self.tokenizer, cfg.data, limit,
+                                                 cfg.rollout.max_new_tokens)
+        self.eval_prompts: Optional[list[Prompt]] = None
+        if cfg.data.eval_path:
+            self.eval_prompts, eval_counts = load_prompts(cfg.data.eval_path, self.tokenizer, cfg.data, limit,
+                                                          cfg.rollout.max_new_tokens)
+            self.data_report.update({f"eval_{k}": v for k, v in eval_counts.items()})
+        self.sampler = PromptSampler(prompts, cfg.trainer.seed, cfg.data.shuffle)
+        self.schedule = GenerationSchedule(self.sampler, cfg.trainer.prompts_per_step, cfg.rollout, cfg.trainer.seed)
+        kl = cfg.algorithm.kl
+        self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"
+                       else FixedKLController(kl.init_coef))
+        self.reference_folded = phases.reference_is_folded(cfg)
+
+    # ---------------------------------------------------------------- groups and state
+    def trained_roles(self) -> list[str]:
+        return ["policy", "critic"] if self.cfg.algorithm.uses_critic else ["policy"]
+
+    def frozen_groups(self) -> dict[str, tuple]:
+        reference = {} if self.reference_folded else {"reference": (ReferenceActor, ())}
+        return {**reference, "reward": (RewardActor, ()), "rollout": (RolloutActor, (self.engine.name,
+                                                                                     self.sleep_engines))}
+
+    @property
+    def has_held_out(self) -> bool:
+        return bool(self.eval_prompts)
+
+    def state_dict(self) -> dict:
+        # Prompts already in flight for the next step are drawn again after a resume.
+        return {"kl_controller": self.kl_ctl.state_dict(), "sampler": self.schedule.sampler_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.sampler.load_state_dict(state["sampler"])
+
+    def summary(self) -> dict:
+        return {"reward_source": self.cfg.reward.source, "rollout_engine": f"{self.engine.name} ({self.engine.reason})",
+                "old_logprobs": "rollout engine" if self.reuse_rollout_logprobs else "recomputed by the policy",
+                "kl_coef": self.kl_ctl.value}
+
+    # ---------------------------------------------------------------- the step
+    def train_step(self, step: int) -> StepOutput:
+        cfg, rt, timings = self.cfg, self.runtime, {}
+        groups = rt.groups
+        step_start = time.perf_counter()
+        # 1. Generate: this step's prompts (the sampler's position is part of the checkpoint), sampled
+        #    by the engines now, or already in flight since the last step (off-by-one mode).
+        with timed(timings, "generate"):
+            prompts, in_flight = self.schedule.take(step)
+            # pop(): a retry after an engine restart finds the list empty and generates afresh.
+            rollout = rt.phase("generate", lambda: self.generate(prompts, step, in_flight.pop() if in_flight else None),
+                               stateful=("rollout",))
+            if self.sleep_engines:
+                phases.get_fail_fast(groups["rollout"].call("sleep"))
+        if cfg.rollout.async_generation and step < cfg.trainer.steps and not rt.stop_requested:
+            self.schedule.start_early(step + 1, groups["rollout"].handles, rt.weights_version)
+        # 2-3. Score and experience: old log-probs, reference log-probs, values and scores, all in parallel.
+        with timed(timings, "experience"):
+            logprobs, ref_logprobs, values, scores = rt.phase(
+                "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
+        phases.warn_nonfinite(scores, step)
+        # 4. Targets: KL-shaped rewards and advantages.
+        kl_coef = self.kl_ctl.value
+        targets = compute_targets(
+            scores, logprobs, ref_logprobs, rollout.response_mask, values,
+            advantage=cfg.algorithm.advantage, kl_coef=kl_coef, kl_estimator=cfg.algorithm.kl.estimator,
+            gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
+            group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
+        )
+        mask = rollout.response_mask * targets.valid.unsqueeze(1)
+        experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
+                                targets.returns, values, rollout.prompt_len)
+        # 5. Train: PPO epochs over mini-batches on policy and critic, skipped when no sample is usable
+        #    or a target is NaN/inf (never written into the weights; the runtime counts such steps).
+        bad = nonfinite_names({"advantages": targets.advantages, "returns": targets.returns}, mask)
+        if not bool(targets.valid.any()):
+            bad.append("rewards (whole batch)")
+        with timed(timings, "train"):
+            train_metrics = rt.phase("train", lambda: self.update(experience, step)) if not bad else {}
+        # 6. Push the new policy weights into the rollout engines.
+        with timed(timings, "weight_sync"):
+            if train_metrics:
+                train_metrics["weight_sync/megabytes"] = rt.phase("weight_sync", lambda: rt.push_weights(step)) / 2**20
+        # 7. KL update: steer the coefficient with the KL measured on this batch (a non-finite KL is not news).
+        current_kl = float(sequence_kl(targets.kl, mask))
+        if math.isfinite(current_kl):
+            self.kl_ctl.update(current_kl, n_steps=len(rollout))
+        else:
+            bad.append("kl")
+        # 8. Metrics.
+        timings["step"] = time.perf_counter() - step_start
+        metrics = ppo_step_metrics(step, rollout, scores, targets.valid, mask,
+                                   None if self.reuse_rollout_logprobs else logprobs, current_kl, kl_coef,
+                                   train_metrics, timings, has_critic="critic" in groups)
+        n = cfg.logging.sample_completions
+        return StepOutput(metrics, bad, (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist()))
+
+    # ---------------------------------------------------------------- phases
+    def generate(self, prompts: list[Prompt], step: int, in_flight: Optional[InFlight] = None) -> RolloutBatch:
+        """The step's rollout: collected from requests already in flight, else generated now. A retry
+        after an engine restart passes none (the lost requests are submitted again)."""
+        if in_flight is None:
+            in_flight = InFlight(self.schedule.submit(self.runtime.groups["rollout"].handles, prompts, step),
+                                 self.runtime.weights_version)
+        generations = collect_generations(in_flight.pending, fetch=phases.get_fail_fast)
+        return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
+                               generations, self.tokenizer, policy_version=in_flight.weights_version)
+
+    def make_experience(self, rollout: RolloutBatch):
+        groups = self.runtime.groups
+        # Old log-probs: the engine's own (same model, same weights, same precision) or recomputed.
+        policy_refs = None if self.reuse_rollout_logprobs else phases.submit_forward(groups["policy"], rollout)
+        ref_refs = (phases.submit_forward(groups["policy"], rollout, "forward_reference") if self.reference_folded
+                    else phases.submit_forward(groups["reference"], rollout))
+        critic_refs = phases.submit_forward(groups["critic"], rollout) if "critic" in groups else None
+        score_refs = phases.submit_scores(groups["reward"], rollout)
+        logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None
+                    else phases.gather(policy_refs))
+        values = phases.gather(critic_refs) if critic_refs else None
+        scores = phases.clipped(phases.gather(score_refs), self.cfg.reward.clip)
+        return logprobs, phases.gather(ref_refs), values, scores
+
+    def update(self, experience: Experience, step: int) -> dict:
+        """`algorithm.ppo_epochs` shuffled passes of mini-batches, on policy and critic at once."""
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(step_seed(cfg.trainer.seed, step))
+        size = cfg.trainer.mini_batch_size
+        mini_batches = []
+        for _ in range(cfg.algorithm.ppo_epochs):
+            order = torch.randperm(len(experience), generator=generator)
+            mini_batches += [experience.select(order[start:start + size]) for start in range(0, len(experience), size)]
+        return phases.train_groups(self.runtime.groups, {role: mini_batches for role in self.trained_roles()})
+
+    def evaluate(self) -> dict:
+        """Held-out reward: one seeded sample per eval prompt, clipped like training's."""
+        cfg, rt = self.cfg, self.runtime
+        rollout = rt.phase("evaluate", lambda: phases.generate(
+            cfg, rt.groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
+            policy_version=rt.step), stateful=("rollout",))
+        scores = rt.phase("evaluate", lambda: phases.score(rt.groups["reward"], rollout, cfg.reward.clip),
+                          stateful=("reward",))
+        finite = scores[torch.isfinite(scores)]
+        return {"eval/reward/mean": float(finite.mean()) if len(finite) else float("nan")}
