@@ -5,13 +5,19 @@ from typing import Optional
 
 import ray
 
-from actors.common import prepare_process, where_am_i
+import torch
+
+from actors.common import cpu_results, prepare_process, where_am_i
 from rlhf.config import Config
 from rlhf.rollout import Generation, SamplingSpec
+from rlhf.training.devices import actor_device
 
 
-def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, model_path: Optional[str] = None):
-    """A `kind` engine over `model_path` (default: the policy, `model.path`; distillation's teacher passes its own)."""
+def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, model_path: Optional[str] = None,
+                 device: torch.device | str = "cpu"):
+    """A `kind` engine over `model_path` (default: the policy, `model.path`; distillation's teacher passes its own).
+
+    The built-in engine's model loads onto `device`; vLLM places its workers itself."""
     path = model_path or cfg.model.path
     if kind == "vllm":
         from rlhf.rollout.vllm_engine import VLLMEngine, VLLMSettings
@@ -28,20 +34,22 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
     from rlhf.rollout.builtin import BuiltinEngine
 
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
-    model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code)
+    model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).to(device)
     return BuiltinEngine(model, tokenizer)
 
 
 @ray.remote
+@cpu_results
 class RolloutActor:
     def __init__(self, cfg: Config, rank: int = 0, kind: str = "builtin", sleep_between_steps: bool = False) -> None:
         prepare_process(cfg.ray.rollout.num_cpus, cfg.trainer.seed + rank)
         self.kind = kind
-        self.engine = build_engine(kind, cfg, rank, sleep_between_steps)
+        self.device = actor_device(cfg.ray.rollout.num_gpus)
+        self.engine = build_engine(kind, cfg, rank, sleep_between_steps, device=self.device)
         self.sleep_between_steps = sleep_between_steps
 
     def where(self) -> dict:
-        return {**where_am_i(), "engine": self.kind}
+        return {**where_am_i(self.device), "engine": self.kind}
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingSpec) -> list[Generation]:
         if self.sleep_between_steps:  # a step that skipped its update pushed no weights to wake it

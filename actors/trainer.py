@@ -6,7 +6,7 @@ from typing import Optional
 import ray
 import torch
 
-from actors.common import prepare_process, where_am_i
+from actors.common import cpu_results, prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
 from rlhf.evaluation.probe import run_probe
@@ -15,11 +15,13 @@ from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, app
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
 from rlhf.records import TrainStats
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
+from rlhf.training.devices import actor_device, process_group_backend
 from rlhf.training.distributed import free_port, init_process_group
 from rlhf.training.micro_batches import plan_micro_batches, response_forward
 
 
 @ray.remote
+@cpu_results
 class TrainingActor:
     """Holds one replica of the policy, the critic or a reward model in training inside a DeepSpeed engine."""
 
@@ -27,12 +29,15 @@ class TrainingActor:
         if role not in ("policy", "critic", "reward"):
             raise ValueError(f"unknown trained role {role!r}")
         self.role, self.cfg, self.rank, self.world_size = role, cfg, rank, world_size
-        prepare_process(getattr(cfg.ray, role).num_cpus, cfg.trainer.seed + rank)
+        resources = getattr(cfg.ray, role)
+        prepare_process(resources.num_cpus, cfg.trainer.seed + rank)
+        self.num_gpus = resources.num_gpus
+        self.device = actor_device(resources.num_gpus)
         self.model: Optional[DeepSpeedModel] = None
         self.objective = build_objective(cfg, role)
 
     def where(self) -> dict:
-        return where_am_i()
+        return where_am_i(self.device)
 
     def master_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), free_port()
@@ -40,7 +45,8 @@ class TrainingActor:
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine; all replicas call it concurrently."""
         cfg = self.cfg
-        init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s)
+        init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s,
+                           process_group_backend(self.num_gpus))
         # Same seed on every rank: a fresh critic head must start identical everywhere.
         torch.manual_seed(cfg.trainer.seed)
         method = cfg.model.peft_method
@@ -91,7 +97,8 @@ class TrainingActor:
             fn = lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0]  # noqa: E731
         else:
             fn = lambda seq, attn, plen: response_values(module, seq, attn, plen)  # noqa: E731
-        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
+        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences.to(self.device),
+                                attention_mask.to(self.device), prompt_len)
 
     @torch.no_grad()
     def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
@@ -101,7 +108,8 @@ class TrainingActor:
         module.eval()
         with adapters_disabled(module):
             return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
-                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len, trim)
+                                    self.cfg.trainer.micro_batch_size, sequences.to(self.device),
+                                    attention_mask.to(self.device), prompt_len, trim)
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""
@@ -119,7 +127,7 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for micro in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
+            for micro in plan_micro_batches(mini_batch.to(self.device), self.cfg.trainer.micro_batch_size):
                 loss, metrics = self.objective(module, micro)
                 applied = self.model.backward_step(loss)
                 skipped += applied is False
@@ -141,6 +149,7 @@ class TrainingActor:
         module.eval()
         totals: dict[str, float] = {}
         weight = 0
+        batch = batch.to(self.device)
         for s in in_micro_batches(len(batch), self.cfg.trainer.micro_batch_size):
             micro = batch.select(s)
             _, metrics = self.objective(module, micro)

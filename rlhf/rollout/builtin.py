@@ -26,6 +26,7 @@ class BuiltinEngine:
         pad_id = self.tokenizer.pad_token_id
         eos_id = self.tokenizer.eos_token_id
         width = max(len(p) for p in prompt_token_ids)
+        device = self.model.device
         input_ids = torch.full((len(prompt_token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_token_ids):
@@ -33,8 +34,8 @@ class BuiltinEngine:
             attention_mask[row, width - len(ids):] = 1
         torch.manual_seed(sampling.seed)
         out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
             do_sample=True,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -52,6 +53,7 @@ class BuiltinEngine:
         # Raw logits (before temperature/top-p), so the reported log-probs are the policy's own.
         logits = torch.stack(out.logits, dim=1).float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        new_tokens, logprobs = new_tokens.cpu(), logprobs.cpu()
         results = []
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()

@@ -97,7 +97,9 @@ class DeepSpeedModel:
         import torch.distributed as dist
 
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0])
+        # On the model's device: NCCL all-reduces only device tensors.
+        device = grads[0].device if grads else next(self.engine.module.parameters()).device
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0], device=device)
         if dist.is_initialized():
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         return bad.item() == 0.0
