@@ -62,6 +62,18 @@ class RolloutActor:
         self.engine.load_weights(blob, version)
         return version
 
+    def join_weight_sync(self, host: str, port: int, world_size: int, first_rank: int, manifest: list,
+                         bucket_mb: int, timeout_s: float, backend: str) -> None:
+        if self.sleep_between_steps:
+            self.engine.wake_up()
+        self.engine.join_weight_sync(host, port, world_size, first_rank, manifest, bucket_mb, timeout_s, backend)
+
+    def receive_weights(self, version: int) -> int:
+        if self.sleep_between_steps:
+            self.engine.wake_up()
+        self.engine.receive_weights(version)
+        return version
+
     def sleep(self) -> None:
         """Free accelerator memory for the colocated trainers until the next weight push."""
         if self.sleep_between_steps:

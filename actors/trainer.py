@@ -13,7 +13,10 @@ from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
+from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.records import TrainStats
+from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
+from rlhf.rollout.weight_sync import SyncSettings
 from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
 from rlhf.training.devices import actor_device, process_group_backend
 from rlhf.training.distributed import free_port, init_process_group
@@ -34,6 +37,7 @@ class TrainingActor:
         self.num_gpus = resources.num_gpus
         self.device = actor_device(resources.num_gpus)
         self.model: Optional[DeepSpeedModel] = None
+        self.weight_sync: Optional[SyncGroup] = None
         self.objective = build_objective(cfg, role)
 
     def where(self) -> dict:
@@ -169,6 +173,42 @@ class TrainingActor:
         """Full weights as safetensors bytes on rank 0 (every rank must call: ZeRO-3 gathers)."""
         blob = self.model.full_state_bytes()
         return blob if self.rank == 0 else None
+
+    def weight_sync_settings(self) -> "SyncSettings":
+        """How the driver pushes this policy's weights (rollout.weight_sync and friends)."""
+        return SyncSettings.from_config(self.cfg)
+
+    def weight_manifest(self) -> list[tuple[str, list[int], str]]:
+        """(name, shape, dtype) of every tensor an engine loads, in the order they are sent."""
+        return [(s.name, list(s.shape), s.dtype) for s in manifest(weight_sources(self.model.module))]
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str, timeout_s: float) -> None:
+        """Rank 0: host the weight-sync group (rlhf.rollout.sync_group) as its rank 0; replaces an older one."""
+        specs = manifest(weight_sources(self.model.module))
+        device = self.device if backend == "nccl" else "cpu"
+        self.weight_sync = None
+        self.weight_sync = SyncGroup(host, port, 0, world_size, backend, timeout_s, specs,
+                                     self.cfg.rollout.weight_sync_bucket_mb, device)
+
+    def broadcast_weights(self) -> int:
+        """Every rank (ZeRO-3 gathers one bucket at a time); rank 0 broadcasts each bucket. Returns bytes sent."""
+        sources = weight_sources(self.model.module)
+        buckets = plan_spec_buckets(manifest(sources), self.cfg.rollout.weight_sync_bucket_mb)
+        stream = self.model.gathered_buckets(sources, buckets)
+        if self.rank == 0:
+            if self.weight_sync is None:
+                raise RuntimeError("broadcast_weights before join_weight_sync")
+            try:
+                return self.weight_sync.send(stream)
+            except Exception:
+                # The other replicas still gather bucket after bucket: take part to the end, then fail
+                # (the driver falls back to the object store), so the trainers' group stays in step.
+                for _ in stream:
+                    pass
+                raise
+        for _ in stream:
+            pass
+        return 0
 
     def save_checkpoint(self, folder: str) -> None:
         self.model.save_checkpoint(folder)

@@ -39,6 +39,7 @@ from rlhf.faults import RESTARTABLE_ROLES, BadStepCounter, nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import context_limit
+from rlhf.rollout.weight_sync import engines_restarted
 from rlhf.modes.runtime import (evaluation_due, generate_rollout, probe_general, push_policy_weights, save_best,
                                 score_rollout)
 from rlhf.records import Experience, RolloutBatch, TrainStats
@@ -381,6 +382,8 @@ class PPOOrchestrator:
 
     def _after_restart(self, role: str) -> None:
         """A restarted actor reran its constructor: engines hold the base weights again."""
+        if role == "rollout":
+            engines_restarted(self.groups["rollout"])
         if role == "rollout" and self.weights_version:
             self.push_weights(self.weights_version)
         self.write_placement()

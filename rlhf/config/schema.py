@@ -198,6 +198,13 @@ class RolloutConfig:
     """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
     tensor_parallel_size: int = 1
     """vLLM: GPUs one engine spans; `ray.rollout.num_gpus` must match."""
+    weight_sync: str = "collective"
+    """How new policy weights reach the engines: `collective` (policy rank 0 broadcasts buckets over a
+    process group of its own to every engine worker: gloo on CPU, nccl on GPUs) or `object_store` (one
+    safetensors byte string through Ray; under 4 GiB only). A failed collective push falls back to
+    `object_store` for that push, with a warning."""
+    weight_sync_bucket_mb: int = 512
+    """Collective weight sync: bytes per broadcast; ZeRO-3 gathers one bucket of parameters at a time."""
     async_generation: bool = False
     """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
     update while the trainers run step t, so generation overlaps training; each batch is one update
@@ -211,6 +218,8 @@ class RolloutConfig:
         _check(self.kv_cache_memory_mb is None or self.kv_cache_memory_mb > 0, "rollout.kv_cache_memory_mb",
                "must be > 0 or null")
         _check(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
+        _one_of(self.weight_sync, ("collective", "object_store"), "rollout.weight_sync")
+        _check(self.weight_sync_bucket_mb >= 1, "rollout.weight_sync_bucket_mb", "must be >= 1")
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")

@@ -121,10 +121,9 @@ def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int,
     """The policy's full weights (gathered from ZeRO-3 shards on rank 0, LoRA merged) into every
     engine, in place; returns the bytes sent. The one weight-sync path of PPO and RLAIF; `fetch`
     waits for the calls (PPO passes its fail-fast wait)."""
-    blobs = fetch(policy.call("weights_blob"))
-    blob_ref = ray.put(blobs[0])
-    fetch(engines.call("load_weights", blob_ref, version))
-    return len(blobs[0])
+    from rlhf.rollout.weight_sync import weight_sync_of
+
+    return weight_sync_of(policy, engines, fetch).push(policy, engines, version, fetch)
 
 
 def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:

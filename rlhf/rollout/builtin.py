@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from rlhf.rollout.sampling import Generation, SamplingSpec
+from rlhf.rollout.sync_group import SyncGroup, TensorSpec
 
 
 class BuiltinEngine:
@@ -18,6 +19,7 @@ class BuiltinEngine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.version = 0
+        self.weight_sync = None
 
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingSpec) -> list[Generation]:
@@ -83,8 +85,33 @@ class BuiltinEngine:
         """Replace every weight from safetensors bytes (the policy's full state dict)."""
         state = load_safetensors(blob)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
+        self._check_push(missing, unexpected)
+        self.version = version
+
+    def _check_push(self, missing, unexpected) -> None:
         # Tied embeddings appear under one name only; anything else missing is a real mismatch.
         tied = {k for k in missing if "lm_head" in k and getattr(self.model.config, "tie_word_embeddings", False)}
         if set(missing) - tied or unexpected:
             raise ValueError(f"weight push does not match the engine's model: missing {missing}, unexpected {unexpected}")
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, first_rank: int, manifest: list,
+                         bucket_mb: int, timeout_s: float, backend: str) -> None:
+        """Join the policy's weight-sync group (rlhf.rollout.sync_group) as rank `first_rank`."""
+        specs = [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in manifest]
+        self.weight_sync = None
+        self.weight_sync = SyncGroup(host, port, first_rank, world_size, backend, timeout_s, specs, bucket_mb,
+                                     self.model.device if backend == "nccl" else "cpu")
+
+    @torch.no_grad()
+    def receive_weights(self, version: int) -> None:
+        """Copy each broadcast bucket into the model's parameters as it arrives."""
+        params = self.model.state_dict(keep_vars=True)
+        unexpected = []
+        for name, tensor in self.weight_sync.receive():
+            if name in params:
+                params[name].copy_(tensor)
+            else:
+                unexpected.append(name)  # keep receiving: every bucket must be taken off the wire
+        missing = set(params) - {s.name for s in self.weight_sync.specs}
+        self._check_push(sorted(missing), unexpected)
         self.version = version

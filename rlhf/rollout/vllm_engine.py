@@ -109,6 +109,18 @@ class VLLMEngine:
         logger.debug("engine reloaded %s tensors per worker (version %d)", loaded, version)
         self.version = version
 
+    def join_weight_sync(self, host: str, port: int, world_size: int, first_rank: int, manifest: list,
+                         bucket_mb: int, timeout_s: float, backend: str) -> None:
+        """Every worker of this engine joins the policy's weight-sync group (ranks first_rank, +1, ...)."""
+        self.llm.collective_rpc("join_weight_sync",
+                                args=(host, port, world_size, first_rank, manifest, bucket_mb, timeout_s, backend))
+
+    def receive_weights(self, version: int) -> None:
+        """Every worker receives the broadcast buckets and reloads its weights in place."""
+        received = self.llm.collective_rpc("receive_weights")
+        logger.debug("engine received %s tensors per worker (version %d)", received, version)
+        self.version = version
+
     def sleep(self) -> None:
         """Free the engine's GPU memory (weights offloaded, KV cache dropped) while training runs."""
         if not self.asleep:

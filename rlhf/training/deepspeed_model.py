@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
 from rlhf.models.adapters import is_peft, merged_state_dict
+from rlhf.models.weight_sources import WeightSource
 
 from rlhf.training.safe_checkpoint import SafeCheckpointEngine
 
@@ -111,6 +112,19 @@ class DeepSpeedModel:
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+
+    def gathered_buckets(self, sources: list[WeightSource], buckets: list[list[int]]) -> Iterator[list[torch.Tensor]]:
+        """Each bucket's full tensors in turn; under ZeRO-3 only that bucket's parameters are gathered
+        (every rank must iterate, in step). The tensors are valid until the next bucket is asked for."""
+        import deepspeed
+
+        for index in buckets:
+            picked = [sources[i] for i in index]
+            params = list({id(p): p for s in picked for p in s.params}.values())
+            gathered = (deepspeed.zero.GatheredParameters(params, modifier_rank=None) if self.zero_stage == 3
+                        else nullcontext())
+            with torch.no_grad(), gathered:
+                yield [s.compute() for s in picked]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a plain Hugging Face model would have: gathered from ZeRO-3 shards, LoRA

@@ -33,6 +33,8 @@ def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         changed = {f.name: map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value)
                    if f.init}
+        if all(new is getattr(value, name) for name, new in changed.items()):
+            return value  # nothing inside moved (e.g. lists of Generation): no copy
         return dataclasses.replace(value, **changed)
     if isinstance(value, (list, tuple)):
         mapped = [map_tensors(v, fn) for v in value]
