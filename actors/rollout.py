@@ -27,6 +27,7 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
             dtype=cfg.model.dtype, seed=cfg.trainer.seed + rank, max_model_len=r.max_model_len,
             gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_memory_mb=r.kv_cache_memory_mb,
             tensor_parallel_size=r.tensor_parallel_size, enable_sleep_mode=sleep_between_steps,
+            enforce_eager=r.enforce_eager,
             trust_remote_code=cfg.model.trust_remote_code,
         )
         return VLLMEngine(path, settings)

@@ -17,7 +17,8 @@ from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.records import TrainStats
 from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
 from rlhf.rollout.weight_sync import SyncSettings
-from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
+from rlhf.training.deepspeed_model import (DeepSpeedModel, deepspeed_config, enable_gradient_checkpointing,
+                                           zero3_gathered, zero3_init_config)
 from rlhf.training.devices import actor_device, process_group_backend
 from rlhf.training.distributed import free_port, init_process_group
 from rlhf.training.micro_batches import plan_micro_batches, response_forward
@@ -53,30 +54,7 @@ class TrainingActor:
                            process_group_backend(self.num_gpus))
         # Same seed on every rank: a fresh critic head must start identical everywhere.
         torch.manual_seed(cfg.trainer.seed)
-        method = cfg.model.peft_method
-        quantization = cfg.model.quantization
-        if self.role == "policy":
-            module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
-            module = apply_peft(module, cfg.model, "CAUSAL_LM", quantized=quantization != "none")
-            lr = cfg.trainer.learning_rate
-        elif self.role == "reward":
-            # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
-            module = load_value_model(cfg.model.reward_path or cfg.model.path, cfg.model.dtype,
-                                      cfg.model.trust_remote_code)
-            lr = cfg.trainer.learning_rate
-        else:
-            # The critic adapts like the policy (lora, ia3: the modes with a critic cannot use the others).
-            use_adapters = method is not None and cfg.model.lora.critic
-            quantization = quantization if use_adapters else "none"
-            start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
-            module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
-            if start == cfg.model.path:
-                # A fresh random head would put per-token noise of the order of the rewards
-                # themselves into the first advantages; from zero, early PPO is REINFORCE.
-                torch.nn.init.zeros_(module.score.weight)
-            if use_adapters:
-                module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
-            lr = cfg.trainer.critic_learning_rate
+        lr = cfg.trainer.critic_learning_rate if self.role == "critic" else cfg.trainer.learning_rate
         per_replica = cfg.trainer.mini_batch_size // self.world_size
         ds_config = deepspeed_config(
             zero_stage=cfg.trainer.zero_stage,
@@ -87,7 +65,36 @@ class TrainingActor:
             weight_decay=cfg.trainer.weight_decay,
             max_grad_norm=cfg.trainer.max_grad_norm,
             dtype=cfg.model.dtype,
+            on_gpu=self.device.type == "cuda",
+            offload_optimizer=cfg.trainer.offload_optimizer,
+            offload_params=cfg.trainer.offload_params,
         )
+        # ZeRO-3 with zero.Init: transformers builds the model already partitioned while this config lives.
+        self._zero_init = zero3_init_config(ds_config) if cfg.trainer.zero_init else None
+        method = cfg.model.peft_method
+        quantization = cfg.model.quantization
+        if self.role == "policy":
+            module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
+            module = apply_peft(module, cfg.model, "CAUSAL_LM", quantized=quantization != "none")
+        elif self.role == "reward":
+            # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
+            module = load_value_model(cfg.model.reward_path or cfg.model.path, cfg.model.dtype,
+                                      cfg.model.trust_remote_code)
+        else:
+            # The critic adapts like the policy (lora, ia3: the modes with a critic cannot use the others).
+            use_adapters = method is not None and cfg.model.lora.critic
+            quantization = quantization if use_adapters else "none"
+            start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
+            module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
+            if start == cfg.model.path:
+                # A fresh random head would put per-token noise of the order of the rewards
+                # themselves into the first advantages; from zero, early PPO is REINFORCE.
+                with zero3_gathered([module.score.weight], cfg.trainer.zero_init):
+                    torch.nn.init.zeros_(module.score.weight)
+            if use_adapters:
+                module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
+        if cfg.trainer.gradient_checkpointing:
+            enable_gradient_checkpointing(module)
         self.model = DeepSpeedModel(module, ds_config)
         tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)

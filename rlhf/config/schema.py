@@ -192,8 +192,12 @@ class RolloutConfig:
     """Strings that end a completion (besides the EOS token)."""
     max_model_len: Optional[int] = None
     """vLLM: longest prompt + completion; null: the model's own limit."""
-    gpu_memory_utilization: float = 0.15
-    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory."""
+    gpu_memory_utilization: Optional[float] = None
+    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory.
+    null: by device at start-up (rlhf/config/device_defaults.py): 0.15 on CPU, 0.85 when engines have
+    GPUs of their own, 0.4 when they share them with the trainers (`ray.colocate`)."""
+    enforce_eager: Optional[bool] = None
+    """vLLM: no CUDA graphs. null: true on CPU (nothing to capture), false on GPUs."""
     kv_cache_memory_mb: Optional[int] = None
     """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
     tensor_parallel_size: int = 1
@@ -214,7 +218,8 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
         _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
-        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+               "rollout.gpu_memory_utilization", "must be in (0, 1] or null")
         _check(self.kv_cache_memory_mb is None or self.kv_cache_memory_mb > 0, "rollout.kv_cache_memory_mb",
                "must be > 0 or null")
         _check(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
@@ -463,6 +468,15 @@ class TrainerConfig:
     """Save the final policy in Hugging Face format under output_dir/final."""
     max_bad_steps: int = 3
     """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states in host memory (ZeRO 1-3); frees GPU memory, costs step time."""
+    offload_params: bool = False
+    """DeepSpeed: keep parameters in host memory between uses (ZeRO-3 only)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them (trained models)."""
+    zero_init: Optional[bool] = None
+    """ZeRO-3: build the model already partitioned (`deepspeed.zero.Init`), so a model larger than one
+    host's memory can be trained. null: on for ZeRO-3 with GPUs, off otherwise."""
 
     def __post_init__(self) -> None:
         for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints",
@@ -473,6 +487,10 @@ class TrainerConfig:
         _check(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
         _check(0 <= self.zero_stage <= 3, "trainer.zero_stage", "must be 0, 1, 2 or 3")
         _check(self.save_steps >= 0, "trainer.save_steps", "must be >= 0")
+        _check(not self.offload_params or self.zero_stage == 3, "trainer.offload_params", "needs trainer.zero_stage=3")
+        _check(not self.offload_optimizer or self.zero_stage >= 1, "trainer.offload_optimizer",
+               "needs trainer.zero_stage >= 1")
+        _check(not self.zero_init or self.zero_stage == 3, "trainer.zero_init", "needs trainer.zero_stage=3")
         _one_of(self.resume, ("off", "auto"), "trainer.resume")
 
 
@@ -540,8 +558,10 @@ class RayConfig:
     """Pack all groups into one placement group on shared resources."""
     placement_timeout_s: float = 120.0
     """How long to wait for placement before failing and naming the group."""
-    collective_timeout_s: float = 60.0
-    """Timeout of the trainers' process-group collectives: how soon survivors notice a dead training rank."""
+    collective_timeout_s: Optional[float] = None
+    """Timeout of the trainers' process-group collectives (and of each weight push): how soon survivors
+    notice a dead training rank. null: 60 s on CPU, 1800 s when the policy holds GPUs (a rank-0 checkpoint
+    write before DeepSpeed's barrier can take minutes)."""
     max_restarts: int = 3
     """Ray restarts of a dead rollout engine, reference or reward actor (training ranks are never restarted)."""
     step_retries: int = 2
@@ -556,7 +576,8 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
-        _check(self.collective_timeout_s > 0, "ray.collective_timeout_s", "must be > 0")
+        _check(self.collective_timeout_s is None or self.collective_timeout_s > 0, "ray.collective_timeout_s",
+               "must be > 0 or null")
         _check(self.max_restarts >= 0, "ray.max_restarts", "must be >= 0")
         _check(self.step_retries >= 0, "ray.step_retries", "must be >= 0")
 
