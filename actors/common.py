@@ -5,8 +5,12 @@ import functools
 import os
 import random
 
-import ray
 import torch
+
+try:
+    import ray
+except ImportError:  # the GPU check's image (bench/gpu_check.sh) has no Ray: actors run as plain classes
+    ray = None
 
 from rlhf.training.devices import to_cpu
 
@@ -35,7 +39,7 @@ def worker_env(num_gpus: float = 0.0) -> dict[str, str]:
 def cpu_results(cls):
     """Class decorator for actors: every public method's return value crosses Ray on the CPU.
 
-    Apply under `@ray.remote`. Methods are marked (`_returns_on_cpu`) so a test can check every actor.
+    `actor` applies it under `@ray.remote`. Methods are marked (`_returns_on_cpu`) so a test can check every actor.
     """
     for name, method in list(vars(cls).items()):
         if name.startswith("_") or not callable(method):
@@ -59,15 +63,26 @@ def prepare_process(num_cpus: float, seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def actor(cls):
+    """`@ray.remote` over `cpu_results`; without Ray the plain class (one process, bench/gpu_check.sh)."""
+    cls = cpu_results(cls)
+    return ray.remote(cls) if ray is not None else cls
+
+
+def node_ip() -> str:
+    return ray.util.get_node_ip_address() if ray is not None else "127.0.0.1"
+
+
 def where_am_i(device: torch.device | str = "cpu") -> dict:
     """Node id, address, granted resources, device and visible GPUs, for the placement log."""
-    ctx = ray.get_runtime_context()
+    in_ray = ray is not None and ray.is_initialized()
+    ctx = ray.get_runtime_context() if in_ray else None
     return {
-        "node_id": ctx.get_node_id(),
-        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ctx.get_node_id() if ctx else "local",
+        "node_ip": node_ip(),
         "pid": os.getpid(),
-        "placement_group": ctx.get_placement_group_id(),
-        "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()},
+        "placement_group": ctx.get_placement_group_id() if ctx else None,
+        "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()} if ctx else {},
         "thread_env": {key: os.environ.get(key) for key in THREAD_ENV_DEFAULTS},
         "device": str(device),
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),

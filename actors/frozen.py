@@ -2,10 +2,9 @@
 teacher (full-vocabulary log-probs, and generation). Forward only."""
 from __future__ import annotations
 
-import ray
 import torch
 
-from actors.common import cpu_results, prepare_process, where_am_i
+from actors.common import actor, node_ip, prepare_process, where_am_i
 from actors.rollout import build_engine
 from rlhf.config import Config
 from rlhf.models.forward import over_micro_batches, policy_logprobs, response_vocab_logprobs
@@ -16,8 +15,7 @@ from rlhf.rollout import Generation, SamplingSpec
 from rlhf.training.devices import actor_device
 
 
-@ray.remote
-@cpu_results
+@actor
 class ReferenceActor:
     def __init__(self, cfg: Config, rank: int = 0) -> None:
         prepare_process(cfg.ray.reference.num_cpus, cfg.trainer.seed + rank)
@@ -37,8 +35,7 @@ class ReferenceActor:
                                 prompt_len, trim)
 
 
-@ray.remote
-@cpu_results
+@actor
 class RewardActor:
     """Hosts whichever reward source the config names; the driver only sees `score`."""
 
@@ -55,8 +52,7 @@ class RewardActor:
         return self.source.score(prompts, responses, sequences, attention_mask)
 
 
-@ray.remote
-@cpu_results
+@actor
 class TeacherActor:
     """The frozen distillation teacher (`model.teacher_path`): its distribution at the student's sampled
     positions, and its own answers through a rollout engine of the student's engine kind, so the two

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import ray
 
 import torch
 
-from actors.common import cpu_results, prepare_process, where_am_i
+from actors.common import actor, node_ip, prepare_process, where_am_i
 from rlhf.config import Config
 from rlhf.rollout import Generation, SamplingSpec
 from rlhf.training.devices import actor_device
@@ -39,8 +38,7 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
     return BuiltinEngine(model, tokenizer)
 
 
-@ray.remote
-@cpu_results
+@actor
 class RolloutActor:
     def __init__(self, cfg: Config, rank: int = 0, kind: str = "builtin", sleep_between_steps: bool = False) -> None:
         prepare_process(cfg.ray.rollout.num_cpus, cfg.trainer.seed + rank)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import ray
 import torch
 
-from actors.common import cpu_results, prepare_process, where_am_i
+from actors.common import actor, node_ip, prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
 from rlhf.evaluation.probe import run_probe
@@ -16,7 +15,7 @@ from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
 from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.records import TrainStats
 from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
-from rlhf.rollout.weight_sync import SyncSettings
+from rlhf.rollout.sync_group import SyncSettings
 from rlhf.training.deepspeed_model import (DeepSpeedModel, deepspeed_config, enable_gradient_checkpointing,
                                            zero3_gathered, zero3_init_config)
 from rlhf.training.devices import actor_device, process_group_backend
@@ -24,8 +23,7 @@ from rlhf.training.distributed import free_port, init_process_group
 from rlhf.training.micro_batches import plan_micro_batches, response_forward
 
 
-@ray.remote
-@cpu_results
+@actor
 class TrainingActor:
     """Holds one replica of the policy, the critic or a reward model in training inside a DeepSpeed engine."""
 
@@ -45,7 +43,7 @@ class TrainingActor:
         return where_am_i(self.device)
 
     def master_address(self) -> tuple[str, int]:
-        return ray.util.get_node_ip_address(), free_port()
+        return node_ip(), free_port()
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine; all replicas call it concurrently."""

@@ -40,6 +40,25 @@ class TensorSpec:
         return numel * torch.empty((), dtype=self.torch_dtype).element_size()
 
 
+@dataclass(frozen=True)
+class SyncSettings:
+    """How the driver pushes weights: rollout.weight_sync, its bucket size, the timeout and the backend
+    (nccl only when the policy and the engines both hold GPUs)."""
+    mode: str
+    bucket_mb: int
+    timeout_s: float
+    backend: str
+    tensor_parallel_size: int
+
+    @staticmethod
+    def from_config(cfg) -> "SyncSettings":
+        from rlhf.training.devices import process_group_backend
+
+        both_on_gpus = cfg.ray.policy.num_gpus > 0 and cfg.ray.rollout.num_gpus > 0
+        return SyncSettings(cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb, cfg.ray.collective_timeout_s,
+                            process_group_backend(1 if both_on_gpus else 0), cfg.rollout.tensor_parallel_size)
+
+
 def aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
 

@@ -14,33 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import ray
 
-from rlhf.config import Config
-from rlhf.training.devices import process_group_backend
+from rlhf.rollout.sync_group import SyncSettings
 
 logger = logging.getLogger(__name__)
 
 JOIN_SLACK_S = 30.0
 """Added to the collective timeout for the driver's own waits (actor calls queue behind each other)."""
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    mode: str
-    bucket_mb: int
-    timeout_s: float
-    backend: str
-    tensor_parallel_size: int
-
-    @staticmethod
-    def from_config(cfg: Config) -> "SyncSettings":
-        both_on_gpus = cfg.ray.policy.num_gpus > 0 and cfg.ray.rollout.num_gpus > 0
-        return SyncSettings(cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb, cfg.ray.collective_timeout_s,
-                            process_group_backend(1 if both_on_gpus else 0), cfg.rollout.tensor_parallel_size)
 
 
 def wait_all(refs: list, timeout_s: float, fetch: Callable[[list], list]) -> list:
