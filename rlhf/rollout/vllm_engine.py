@@ -56,6 +56,9 @@ class VLLMEngine:
             max_model_len=settings.max_model_len,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
+            # Tensor-parallel ranks as processes inside this actor's bundle (it holds all of the engine's
+            # GPUs): inside a placement group vLLM would pick its ray executor, which wants a bundle per GPU.
+            distributed_executor_backend="mp" if settings.tensor_parallel_size > 1 else None,
             enable_sleep_mode=settings.enable_sleep_mode,
             enforce_eager=settings.enforce_eager,
             trust_remote_code=settings.trust_remote_code,
