@@ -68,6 +68,9 @@ class WeightSync:
                 logger.warning("collective weight push of version %d failed (%s); sending it through the object "
                                "store instead, the group is rebuilt on the next push", version, err)
                 path = "object_store"
+            except BaseException:
+                self.joined = False  # a dead actor: the supervisor restarts it and pushes again
+                raise
         if sent is None:
             sent = push_object_store(policy, engines, version, fetch)
         self.last_push = {"path": path, "bytes": sent, "seconds": time.perf_counter() - started}
