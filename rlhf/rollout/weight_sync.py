@@ -87,8 +87,8 @@ class WeightSync:
                                            s.timeout_s, s.backend) for i, h in enumerate(engines.handles)]
         wait_all(refs, s.timeout_s + JOIN_SLACK_S, fetch)
         self.joined = True
-        logger.info("weight-sync group: policy rank 0 + %d engine worker(s) over %s at %s:%d (%s, buckets of %d MB)",
-                    world - 1, s.backend, host, port, s.backend, s.bucket_mb)
+        logger.info("weight-sync group: policy rank 0 + %d engine worker(s) over %s at %s:%d, buckets of %d MB",
+                    world - 1, s.backend, host, port, s.bucket_mb)
 
     def _broadcast(self, policy, engines, version: int, fetch) -> int:
         s = self.settings
