@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["builtin", "vllm"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    policy_path = os.path.abspath(ensure_assets(args.size))
+    # Only the policy is pushed: an already built policy folder is enough (the rest of the assets is slow).
+    built = os.path.join(".assets", args.size, "policy", "model.safetensors")
+    policy_path = os.path.abspath(os.path.dirname(built) if os.path.exists(built) else ensure_assets(args.size))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         for engine in args.engines:
