@@ -63,10 +63,20 @@ def prepare_process(num_cpus: float, seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_PLAIN: dict[str, type] = {}
+"""Actor class name -> the class itself, for driving it in one process (bench/gpu_check.py)."""
+
+
 def actor(cls):
     """`@ray.remote` over `cpu_results`; without Ray the plain class (one process, bench/gpu_check.sh)."""
     cls = cpu_results(cls)
+    _PLAIN[cls.__name__] = cls
     return ray.remote(cls) if ray is not None else cls
+
+
+def plain_class(actor_cls) -> type:
+    """The class behind an `@actor`, constructible and callable in this process (with or without Ray)."""
+    return _PLAIN[actor_cls.__ray_metadata__.class_name] if hasattr(actor_cls, "__ray_metadata__") else actor_cls
 
 
 def node_ip() -> str:

@@ -19,9 +19,8 @@ import time
 
 import torch
 
-from actors.frozen import ReferenceActor, RewardActor
-from actors.rollout import RolloutActor
-from actors.trainer import TrainingActor
+from actors import frozen, rollout, trainer
+from actors.common import plain_class
 from rlhf.config import load
 from rlhf.data.prompts import load_prompts
 from rlhf.evaluation.probe import GeneralProbe
@@ -33,6 +32,8 @@ from rlhf.rollout.batch import collate_rollout
 from rlhf.training.devices import tensor_devices
 from rlhf.training.distributed import free_port
 
+ReferenceActor, RewardActor = plain_class(frozen.ReferenceActor), plain_class(frozen.RewardActor)
+RolloutActor, TrainingActor = plain_class(rollout.RolloutActor), plain_class(trainer.TrainingActor)
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "ppo_tiny.yaml")
 ROWS = 16
 

@@ -59,3 +59,11 @@ def test_record_round_trip_through_meta_and_back_keeps_shapes():
 def test_actors_without_gpus_see_none():
     assert worker_env(0)["CUDA_VISIBLE_DEVICES"] == ""
     assert "CUDA_VISIBLE_DEVICES" not in worker_env(1)
+
+
+def test_actor_classes_are_constructible_as_plain_classes():
+    from actors.common import plain_class
+    from actors.rollout import RolloutActor
+
+    cls = plain_class(RolloutActor)
+    assert cls.__name__ == "RolloutActor" and not hasattr(cls, "remote") and cls.generate._returns_on_cpu

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from rlhf.rollout.sync_group import ALIGN_BYTES, SyncGroup, TensorSpec, aligned, pack, plan_buckets, unpack
@@ -66,3 +67,12 @@ def test_two_ranks_push_buckets_over_gloo():
     assert set(received) == set(weights)
     for name, tensor in weights.items():
         assert torch.equal(received[name], tensor)
+
+
+def test_vllm_cpu_thread_binding_splits_the_allowed_cores():
+    from rlhf.rollout.vllm_engine import cpu_thread_binding
+
+    assert cpu_thread_binding([0, 1], 2) == "0|1"
+    assert cpu_thread_binding([2, 3, 4, 5, 6], 2) == "2,3|4,5"  # 5 cores, 2 ranks: 2 each, one left over
+    with pytest.raises(ValueError, match="needs as many cores"):
+        cpu_thread_binding([0], 2)
