@@ -107,7 +107,7 @@ class BuiltinEngine:
         """Copy each broadcast bucket into the model's parameters as it arrives."""
         params = self.model.state_dict(keep_vars=True)
         unexpected = []
-        for name, tensor in self.weight_sync.receive():
+        for name, tensor in self.weight_sync.receive(reuse_buffer=True):  # copied at once
             if name in params:
                 params[name].copy_(tensor)
             else:

@@ -84,10 +84,15 @@ def plan_spec_buckets(specs: list[TensorSpec], bucket_mb: int) -> list[list[int]
     return plan_buckets([aligned(s.nbytes) for s in specs], bucket_mb << 20)
 
 
-def pack(tensors: list[torch.Tensor], device: torch.device | str) -> torch.Tensor:
-    """One flat uint8 buffer on `device` holding the tensors' bytes at aligned offsets."""
+def pack(tensors: list[torch.Tensor], device: torch.device | str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One flat uint8 buffer on `device` holding the tensors' bytes at aligned offsets (a prefix of `out`
+    when it is given and large enough: reusing memory skips the page faults of a fresh buffer)."""
     sizes = [aligned(t.numel() * t.element_size()) for t in tensors]
-    buffer = torch.empty(sum(sizes), dtype=torch.uint8, device=device)
+    total = sum(sizes)
+    if out is not None and out.numel() >= total and out.device == torch.device(device):
+        buffer = out[:total]
+    else:
+        buffer = torch.empty(total, dtype=torch.uint8, device=device)
     offset = 0
     for tensor, size in zip(tensors, sizes):
         raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
@@ -128,6 +133,8 @@ class SyncGroup:
         self.group, self._store = open_group(host, port, rank, world_size, backend, timeout_s)
         self.specs = specs
         self.buckets = plan_spec_buckets(specs, bucket_mb)
+        self._buffer: torch.Tensor | None = None
+        """The largest bucket buffer so far, reused by the next bucket (at most one bucket of memory)."""
 
     def _broadcast(self, buffer: torch.Tensor) -> None:
         options = dist.BroadcastOptions()
@@ -143,19 +150,31 @@ class SyncGroup:
                 if tuple(tensor.shape) != spec.shape:
                     raise ValueError(f"weight sync: {spec.name} has shape {tuple(tensor.shape)}, "
                                      f"the manifest says {spec.shape}")
-            buffer = pack([t.to(spec.torch_dtype) for t, spec in zip(tensors, expected)], self.device)
+            buffer = pack([t.to(spec.torch_dtype) for t, spec in zip(tensors, expected)], self.device, self._buffer)
+            self._buffer = buffer if self._buffer is None or buffer.numel() > self._buffer.numel() else self._buffer
             self._broadcast(buffer)
             sent += buffer.numel()
         return sent
 
-    def receive(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Other ranks: (name, tensor) of each bucket as it arrives (views into the bucket's buffer)."""
+    def receive(self, reuse_buffer: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """Other ranks: (name, tensor) of each bucket as it arrives (views into the bucket's buffer).
+
+        `reuse_buffer`: the caller copies every tensor before asking for the next one, so one buffer
+        serves every bucket and every push; vLLM's loader may keep views until a layer is complete,
+        so it gets a fresh buffer per bucket."""
         for index in self.buckets:
             specs = [self.specs[i] for i in index]
-            buffer = torch.empty(sum(aligned(s.nbytes) for s in specs), dtype=torch.uint8, device=self.device)
+            size = sum(aligned(s.nbytes) for s in specs)
+            if reuse_buffer and self._buffer is not None and self._buffer.numel() >= size:
+                buffer = self._buffer[:size]
+            else:
+                buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
+                if reuse_buffer:
+                    self._buffer = buffer
             self._broadcast(buffer)
             yield from unpack(buffer, specs)
 
     def close(self) -> None:
         self.group = None
         self._store = None
+        self._buffer = None
