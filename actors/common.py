@@ -1,11 +1,18 @@
 """Small pieces every actor needs at start-up."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 
-import ray
 import torch
+
+try:
+    import ray
+except ImportError:  # the GPU check's image (bench/gpu_check.sh) has no Ray: actors run as plain classes
+    ray = None
+
+from rlhf.training.devices import to_cpu
 
 
 # OpenMP's default wait policy spins idle threads for a while before sleeping. Our groups share
@@ -17,9 +24,34 @@ import torch
 THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def worker_env() -> dict[str, str]:
-    """Environment variables every actor process starts with; the driver's own settings win."""
-    return {key: os.environ.get(key, default) for key, default in THREAD_ENV_DEFAULTS.items()}
+def worker_env(num_gpus: float = 0.0) -> dict[str, str]:
+    """Environment variables every actor process starts with; the driver's own settings win.
+
+    An actor that holds no GPU gets `CUDA_VISIBLE_DEVICES=""`: Ray 2.60 no longer hides the node's
+    GPUs from it, and torch (or NCCL, or vLLM) would otherwise use `cuda:0` beside its real owner.
+    """
+    env = {key: os.environ.get(key, default) for key, default in THREAD_ENV_DEFAULTS.items()}
+    if not num_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def cpu_results(cls):
+    """Class decorator for actors: every public method's return value crosses Ray on the CPU.
+
+    `actor` applies it under `@ray.remote`. Methods are marked (`_returns_on_cpu`) so a test can check every actor.
+    """
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def wrapped(*args, __method=method, **kwargs):
+            return to_cpu(__method(*args, **kwargs))
+
+        wrapped = functools.wraps(method)(wrapped)
+        wrapped._returns_on_cpu = True
+        setattr(cls, name, wrapped)
+    return cls
 
 
 def prepare_process(num_cpus: float, seed: int) -> None:
@@ -31,14 +63,37 @@ def prepare_process(num_cpus: float, seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def where_am_i() -> dict:
-    """Node id, address and granted resources, for the placement log."""
-    ctx = ray.get_runtime_context()
+_PLAIN: dict[str, type] = {}
+"""Actor class name -> the class itself, for driving it in one process (bench/gpu_check.py)."""
+
+
+def actor(cls):
+    """`@ray.remote` over `cpu_results`; without Ray the plain class (one process, bench/gpu_check.sh)."""
+    cls = cpu_results(cls)
+    _PLAIN[cls.__name__] = cls
+    return ray.remote(cls) if ray is not None else cls
+
+
+def plain_class(actor_cls) -> type:
+    """The class behind an `@actor`, constructible and callable in this process (with or without Ray)."""
+    return _PLAIN[actor_cls.__ray_metadata__.class_name] if hasattr(actor_cls, "__ray_metadata__") else actor_cls
+
+
+def node_ip() -> str:
+    return ray.util.get_node_ip_address() if ray is not None else "127.0.0.1"
+
+
+def where_am_i(device: torch.device | str = "cpu") -> dict:
+    """Node id, address, granted resources, device and visible GPUs, for the placement log."""
+    in_ray = ray is not None and ray.is_initialized()
+    ctx = ray.get_runtime_context() if in_ray else None
     return {
-        "node_id": ctx.get_node_id(),
-        "node_ip": ray.util.get_node_ip_address(),
+        "node_id": ctx.get_node_id() if ctx else "local",
+        "node_ip": node_ip(),
         "pid": os.getpid(),
-        "placement_group": ctx.get_placement_group_id(),
-        "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()},
+        "placement_group": ctx.get_placement_group_id() if ctx else None,
+        "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()} if ctx else {},
         "thread_env": {key: os.environ.get(key) for key in THREAD_ENV_DEFAULTS},
+        "device": str(device),
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

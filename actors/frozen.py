@@ -2,10 +2,9 @@
 teacher (full-vocabulary log-probs, and generation). Forward only."""
 from __future__ import annotations
 
-import ray
 import torch
 
-from actors.common import prepare_process, where_am_i
+from actors.common import actor, node_ip, prepare_process, where_am_i
 from actors.rollout import build_engine
 from rlhf.config import Config
 from rlhf.models.forward import over_micro_batches, policy_logprobs, response_vocab_logprobs
@@ -13,43 +12,47 @@ from rlhf.training.micro_batches import response_forward
 from rlhf.models.loading import load_causal_lm
 from rlhf.rewards import build_reward_source
 from rlhf.rollout import Generation, SamplingSpec
+from rlhf.training.devices import actor_device
 
 
-@ray.remote
+@actor
 class ReferenceActor:
     def __init__(self, cfg: Config, rank: int = 0) -> None:
         prepare_process(cfg.ray.reference.num_cpus, cfg.trainer.seed + rank)
+        self.device = actor_device(cfg.ray.reference.num_gpus)
         path = cfg.model.reference_path or cfg.model.path
-        self.model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).eval()
+        self.model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).to(self.device).eval()
         self.micro_batch_size = cfg.trainer.micro_batch_size
 
     def where(self) -> dict:
-        return where_am_i()
+        return where_am_i(self.device)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                 trim: bool = True) -> torch.Tensor:
         return response_forward(lambda seq, attn, plen: policy_logprobs(self.model, seq, attn, plen)[0],
-                                self.micro_batch_size, sequences, attention_mask, prompt_len, trim)
+                                self.micro_batch_size, sequences.to(self.device), attention_mask.to(self.device),
+                                prompt_len, trim)
 
 
-@ray.remote
+@actor
 class RewardActor:
     """Hosts whichever reward source the config names; the driver only sees `score`."""
 
     def __init__(self, cfg: Config, rank: int = 0) -> None:
         prepare_process(cfg.ray.reward.num_cpus, cfg.trainer.seed + rank)
-        self.source = build_reward_source(cfg)
+        self.device = actor_device(cfg.ray.reward.num_gpus)
+        self.source = build_reward_source(cfg, device=str(self.device))
 
     def where(self) -> dict:
-        return where_am_i()
+        return where_am_i(self.device)
 
     def score(self, prompts: list[str], responses: list[str], sequences: torch.Tensor,
               attention_mask: torch.Tensor) -> torch.Tensor:
         return self.source.score(prompts, responses, sequences, attention_mask)
 
 
-@ray.remote
+@actor
 class TeacherActor:
     """The frozen distillation teacher (`model.teacher_path`): its distribution at the student's sampled
     positions, and its own answers through a rollout engine of the student's engine kind, so the two
@@ -57,20 +60,21 @@ class TeacherActor:
 
     def __init__(self, cfg: Config, rank: int = 0, engine_kind: str = "builtin") -> None:
         prepare_process(cfg.ray.teacher.num_cpus, cfg.trainer.seed + rank)
+        self.device = actor_device(cfg.ray.teacher.num_gpus)
         path = cfg.model.teacher_path
-        self.engine = build_engine(engine_kind, cfg, rank, False, model_path=path)
+        self.engine = build_engine(engine_kind, cfg, rank, False, model_path=path, device=self.device)
         self.model = (self.engine.model if engine_kind == "builtin"
-                      else load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).eval())
+                      else load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).to(self.device).eval())
         self.micro_batch_size = cfg.trainer.micro_batch_size
 
     def where(self) -> dict:
-        return where_am_i()
+        return where_am_i(self.device)
 
     @torch.no_grad()
     def forward_vocab(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
         """[B, R, V] log-probs over the vocabulary at every response position."""
         return over_micro_batches(lambda seq, attn: response_vocab_logprobs(self.model, seq, attn, prompt_len),
-                                  self.micro_batch_size, sequences, attention_mask)
+                                  self.micro_batch_size, sequences.to(self.device), attention_mask.to(self.device))
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingSpec) -> list[Generation]:
         return self.engine.generate(prompt_token_ids, sampling)

@@ -88,7 +88,7 @@ class Placement:
         options = {
             "num_cpus": group.num_cpus,
             "num_gpus": group.num_gpus,
-            "runtime_env": {"env_vars": {**worker_env(), **self.env}},
+            "runtime_env": {"env_vars": {**worker_env(group.num_gpus), **self.env}},
             "resources": {group.node_resource: NODE_RESOURCE_SHARE} if group.node_resource else None,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle_index

@@ -3,23 +3,27 @@ from __future__ import annotations
 
 from typing import Optional
 
-import ray
 import torch
 
-from actors.common import prepare_process, where_am_i
+from actors.common import actor, node_ip, prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
 from rlhf.config import Config
 from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
+from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.records import TrainStats
-from rlhf.training.deepspeed_model import DeepSpeedModel, deepspeed_config
+from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
+from rlhf.rollout.sync_group import SyncSettings
+from rlhf.training.deepspeed_model import (DeepSpeedModel, deepspeed_config, enable_gradient_checkpointing,
+                                           zero3_gathered, zero3_init_config)
+from rlhf.training.devices import actor_device, process_group_backend
 from rlhf.training.distributed import free_port, init_process_group
 from rlhf.training.micro_batches import plan_micro_batches, response_forward
 
 
-@ray.remote
+@actor
 class TrainingActor:
     """Holds one replica of the policy, the critic or a reward model in training inside a DeepSpeed engine."""
 
@@ -27,46 +31,28 @@ class TrainingActor:
         if role not in ("policy", "critic", "reward"):
             raise ValueError(f"unknown trained role {role!r}")
         self.role, self.cfg, self.rank, self.world_size = role, cfg, rank, world_size
-        prepare_process(getattr(cfg.ray, role).num_cpus, cfg.trainer.seed + rank)
+        resources = getattr(cfg.ray, role)
+        prepare_process(resources.num_cpus, cfg.trainer.seed + rank)
+        self.num_gpus = resources.num_gpus
+        self.device = actor_device(resources.num_gpus)
         self.model: Optional[DeepSpeedModel] = None
+        self.weight_sync: Optional[SyncGroup] = None
         self.objective = build_objective(cfg, role)
 
     def where(self) -> dict:
-        return where_am_i()
+        return where_am_i(self.device)
 
     def master_address(self) -> tuple[str, int]:
-        return ray.util.get_node_ip_address(), free_port()
+        return node_ip(), free_port()
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the engine; all replicas call it concurrently."""
         cfg = self.cfg
-        init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s)
+        init_process_group(self.rank, self.world_size, master_addr, master_port, cfg.ray.collective_timeout_s,
+                           process_group_backend(self.num_gpus))
         # Same seed on every rank: a fresh critic head must start identical everywhere.
         torch.manual_seed(cfg.trainer.seed)
-        method = cfg.model.peft_method
-        quantization = cfg.model.quantization
-        if self.role == "policy":
-            module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
-            module = apply_peft(module, cfg.model, "CAUSAL_LM", quantized=quantization != "none")
-            lr = cfg.trainer.learning_rate
-        elif self.role == "reward":
-            # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
-            module = load_value_model(cfg.model.reward_path or cfg.model.path, cfg.model.dtype,
-                                      cfg.model.trust_remote_code)
-            lr = cfg.trainer.learning_rate
-        else:
-            # The critic adapts like the policy (lora, ia3: the modes with a critic cannot use the others).
-            use_adapters = method is not None and cfg.model.lora.critic
-            quantization = quantization if use_adapters else "none"
-            start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
-            module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
-            if start == cfg.model.path:
-                # A fresh random head would put per-token noise of the order of the rewards
-                # themselves into the first advantages; from zero, early PPO is REINFORCE.
-                torch.nn.init.zeros_(module.score.weight)
-            if use_adapters:
-                module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
-            lr = cfg.trainer.critic_learning_rate
+        lr = cfg.trainer.critic_learning_rate if self.role == "critic" else cfg.trainer.learning_rate
         per_replica = cfg.trainer.mini_batch_size // self.world_size
         ds_config = deepspeed_config(
             zero_stage=cfg.trainer.zero_stage,
@@ -77,7 +63,36 @@ class TrainingActor:
             weight_decay=cfg.trainer.weight_decay,
             max_grad_norm=cfg.trainer.max_grad_norm,
             dtype=cfg.model.dtype,
+            on_gpu=self.device.type == "cuda",
+            offload_optimizer=cfg.trainer.offload_optimizer,
+            offload_params=cfg.trainer.offload_params,
         )
+        # ZeRO-3 with zero.Init: transformers builds the model already partitioned while this config lives.
+        self._zero_init = zero3_init_config(ds_config) if cfg.trainer.zero_init else None
+        method = cfg.model.peft_method
+        quantization = cfg.model.quantization
+        if self.role == "policy":
+            module = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
+            module = apply_peft(module, cfg.model, "CAUSAL_LM", quantized=quantization != "none")
+        elif self.role == "reward":
+            # Reward-model training: from a reward model, or from the policy with a fresh scalar head.
+            module = load_value_model(cfg.model.reward_path or cfg.model.path, cfg.model.dtype,
+                                      cfg.model.trust_remote_code)
+        else:
+            # The critic adapts like the policy (lora, ia3: the modes with a critic cannot use the others).
+            use_adapters = method is not None and cfg.model.lora.critic
+            quantization = quantization if use_adapters else "none"
+            start = cfg.model.critic_path or cfg.model.reward_path or cfg.model.path
+            module = load_value_model(start, cfg.model.dtype, cfg.model.trust_remote_code, quantization)
+            if start == cfg.model.path:
+                # A fresh random head would put per-token noise of the order of the rewards
+                # themselves into the first advantages; from zero, early PPO is REINFORCE.
+                with zero3_gathered([module.score.weight], cfg.trainer.zero_init):
+                    torch.nn.init.zeros_(module.score.weight)
+            if use_adapters:
+                module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
+        if cfg.trainer.gradient_checkpointing:
+            enable_gradient_checkpointing(module)
         self.model = DeepSpeedModel(module, ds_config)
         tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
@@ -91,7 +106,8 @@ class TrainingActor:
             fn = lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0]  # noqa: E731
         else:
             fn = lambda seq, attn, plen: response_values(module, seq, attn, plen)  # noqa: E731
-        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len)
+        return response_forward(fn, self.cfg.trainer.micro_batch_size, sequences.to(self.device),
+                                attention_mask.to(self.device), prompt_len)
 
     @torch.no_grad()
     def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
@@ -101,7 +117,8 @@ class TrainingActor:
         module.eval()
         with adapters_disabled(module):
             return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
-                                    self.cfg.trainer.micro_batch_size, sequences, attention_mask, prompt_len, trim)
+                                    self.cfg.trainer.micro_batch_size, sequences.to(self.device),
+                                    attention_mask.to(self.device), prompt_len, trim)
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""
@@ -119,7 +136,7 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for micro in plan_micro_batches(mini_batch, self.cfg.trainer.micro_batch_size):
+            for micro in plan_micro_batches(mini_batch.to(self.device), self.cfg.trainer.micro_batch_size):
                 loss, metrics = self.objective(module, micro)
                 applied = self.model.backward_step(loss)
                 skipped += applied is False
@@ -141,6 +158,7 @@ class TrainingActor:
         module.eval()
         totals: dict[str, float] = {}
         weight = 0
+        batch = batch.to(self.device)
         for s in in_micro_batches(len(batch), self.cfg.trainer.micro_batch_size):
             micro = batch.select(s)
             _, metrics = self.objective(module, micro)
@@ -160,6 +178,42 @@ class TrainingActor:
         """Full weights as safetensors bytes on rank 0 (every rank must call: ZeRO-3 gathers)."""
         blob = self.model.full_state_bytes()
         return blob if self.rank == 0 else None
+
+    def weight_sync_settings(self) -> "SyncSettings":
+        """How the driver pushes this policy's weights (rollout.weight_sync and friends)."""
+        return SyncSettings.from_config(self.cfg)
+
+    def weight_manifest(self) -> list[tuple[str, list[int], str]]:
+        """(name, shape, dtype) of every tensor an engine loads, in the order they are sent."""
+        return [(s.name, list(s.shape), s.dtype) for s in manifest(weight_sources(self.model.module))]
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str, timeout_s: float) -> None:
+        """Rank 0: host the weight-sync group (rlhf.rollout.sync_group) as its rank 0; replaces an older one."""
+        specs = manifest(weight_sources(self.model.module))
+        device = self.device if backend == "nccl" else "cpu"
+        self.weight_sync = None
+        self.weight_sync = SyncGroup(host, port, 0, world_size, backend, timeout_s, specs,
+                                     self.cfg.rollout.weight_sync_bucket_mb, device)
+
+    def broadcast_weights(self) -> int:
+        """Every rank (ZeRO-3 gathers one bucket at a time); rank 0 broadcasts each bucket. Returns bytes sent."""
+        sources = weight_sources(self.model.module)
+        buckets = plan_spec_buckets(manifest(sources), self.cfg.rollout.weight_sync_bucket_mb)
+        stream = self.model.gathered_buckets(sources, buckets)
+        if self.rank == 0:
+            if self.weight_sync is None:
+                raise RuntimeError("broadcast_weights before join_weight_sync")
+            try:
+                return self.weight_sync.send(stream)
+            except Exception:
+                # The other replicas still gather bucket after bucket: take part to the end, then fail
+                # (the driver falls back to the object store), so the trainers' group stays in step.
+                for _ in stream:
+                    pass
+                raise
+        for _ in stream:
+            pass
+        return 0
 
     def save_checkpoint(self, folder: str) -> None:
         self.model.save_checkpoint(folder)

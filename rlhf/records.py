@@ -12,6 +12,13 @@ from typing import Optional
 import torch
 
 
+def _on_device(record, device):
+    """A copy of a record with every tensor field on `device` (no copy for tensors already there)."""
+    moved = {f.name: getattr(record, f.name).to(device) for f in fields(record)
+             if isinstance(getattr(record, f.name), torch.Tensor)}
+    return replace(record, **moved)
+
+
 @dataclass
 class RolloutBatch:
     """What the rollout engines produce for one step."""
@@ -38,6 +45,10 @@ class RolloutBatch:
     def __len__(self) -> int:
         return self.sequences.shape[0]
 
+    def to(self, device: torch.device | str) -> "RolloutBatch":
+        """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
+
 
 @dataclass
 class Experience:
@@ -61,6 +72,10 @@ class Experience:
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
+
+    def to(self, device: torch.device | str) -> "Experience":
+        """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
 
     def select(self, index: torch.Tensor | slice) -> "Experience":
         """The rows at `index`, as a new Experience (tensors indexed, ints kept)."""
@@ -120,6 +135,10 @@ class SFTBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> "SFTBatch":
+        """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
+
     def select(self, index) -> "SFTBatch":
         return _select_rows(self, index)
 
@@ -157,6 +176,10 @@ class PreferenceBatch:
     def __len__(self) -> int:
         return self.chosen.shape[0]
 
+    def to(self, device: torch.device | str) -> "PreferenceBatch":
+        """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
+
     def select(self, index) -> "PreferenceBatch":
         return _select_rows(self, index)
 
@@ -183,6 +206,10 @@ class DistillBatch:
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
+
+    def to(self, device: torch.device | str) -> "DistillBatch":
+        """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
 
     def select(self, index) -> "DistillBatch":
         return _select_rows(self, index)

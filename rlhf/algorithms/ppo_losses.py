@@ -13,7 +13,8 @@ def policy_micro_batch_loss(
     model: torch.nn.Module, batch: Experience, clip_eps: float, entropy_coef: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     logprobs, entropy = policy_logprobs(
-        model, batch.sequences, batch.attention_mask, batch.prompt_len, with_entropy=True
+        model, batch.sequences, batch.attention_mask, batch.prompt_len, with_entropy=True,
+        entropy_grad=bool(entropy_coef),  # logged always, differentiated only when it is in the loss
     )
     loss, stats = ppo_policy_loss(logprobs, batch.old_logprobs, batch.advantages, batch.response_mask, clip_eps)
     mean_entropy = masked_mean(entropy, batch.response_mask)

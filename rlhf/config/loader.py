@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from rlhf.config.device_defaults import resolve_device_defaults
 from rlhf.config.schema import Config, ConfigError
 
 
@@ -125,6 +126,7 @@ def load(path: Optional[str | Path] = None, overrides: Iterable[str] = (), valid
     config = _build(Config, raw, "")
     if validate:
         config.validate()
+    resolve_device_defaults(config)
     return config
 
 

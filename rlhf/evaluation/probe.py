@@ -59,8 +59,8 @@ def text_nll(model, rows: list[list[int]], pad_id: int) -> tuple[float, int]:
     for start in range(0, len(rows), ROWS_PER_FORWARD):
         chunk = rows[start:start + ROWS_PER_FORWARD]
         width = max(len(r) for r in chunk)
-        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in chunk])
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
+        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in chunk], device=model.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=model.device)
         logprobs = torch.log_softmax(causal_lm_logits(model, ids, mask)[:, :-1].float(), dim=-1)
         token_logprobs = logprobs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         nll -= float((token_logprobs * mask[:, 1:]).sum())
@@ -75,8 +75,8 @@ def greedy_continuations(model, prompts: list[list[int]], max_new_tokens: int, p
     for start in range(0, len(prompts), ROWS_PER_FORWARD):
         chunk = prompts[start:start + ROWS_PER_FORWARD]
         width = max(len(p) for p in chunk)
-        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
         for _ in range(max_new_tokens):
             next_ids = causal_lm_logits(model, ids, mask)[:, -1].argmax(dim=-1, keepdim=True)
             ids = torch.cat([ids, next_ids], dim=1)

@@ -115,10 +115,15 @@ def adapters_disabled(model: torch.nn.Module):
 def _dense_weight(layer: torch.nn.Module) -> torch.Tensor:
     weight = layer.weight
     if weight.__class__.__name__ == "Params4bit":
+        if weight.device.type == "cuda":
+            # On GPU the packed weights stay in bitsandbytes' own layout: dequantize them where they are.
+            from bitsandbytes.functional import dequantize_4bit
+
+            return dequantize_4bit(weight.data, weight.quant_state)
         # Read the weight back through the layer's own kernel (identity input): bitsandbytes repacks
         # 4-bit weights for its CPU kernel on first use, after which generic dequantization is wrong.
         dtype = getattr(layer, "compute_dtype", None) or torch.float32
-        columns = layer(torch.eye(layer.in_features, dtype=dtype))
+        columns = layer(torch.eye(layer.in_features, dtype=dtype, device=weight.device))
         if layer.bias is not None:
             columns = columns - layer.bias
         return columns.t()
@@ -127,40 +132,26 @@ def _dense_weight(layer: torch.nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights a plain Hugging Face model with the adapters folded in would have.
+    """The weights a plain Hugging Face model with the adapters folded in would have (CPU copies).
 
     Keys are the base model's (no `base_layer`, no `lora_`), so a rollout engine or
     `from_pretrained` loads them as an ordinary checkpoint. Quantized bases are dequantized.
+    One tensor at a time is `rlhf.models.weight_sources`, which the collective weight sync streams.
     """
-    from peft.tuners.ia3 import IA3Layer
-    from peft.tuners.lora import LoraLayer
+    from rlhf.models.weight_sources import computed_state_dict
 
-    if getattr(model, "active_peft_config", None) is not None and model.active_peft_config.is_prompt_learning:
-        raise ValueError(f"{model.active_peft_config.peft_type}: virtual tokens do not merge into weights; "
-                         "a rollout engine cannot receive this policy")
-    base = model.get_base_model()
-    out: dict[str, torch.Tensor] = {}
-    for name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
-            layer = module.get_base_layer()
-            weight = _dense_weight(layer).float()
-            for adapter in module.active_adapters:
-                if adapter in module.lora_A:
-                    weight = weight + module.get_delta_weight(adapter).float()
-            out[f"{name}.weight"] = weight.to(torch.float32 if layer.weight.dtype == torch.uint8 else layer.weight.dtype)
-            if getattr(layer, "bias", None) is not None:
-                out[f"{name}.bias"] = layer.bias.detach().clone()
-        elif isinstance(module, IA3Layer):
-            out.update(_ia3_merged(name, module))
-    for key, value in base.state_dict().items():
-        if "lora_" in key or "ia3_l" in key or ".base_layer." in key:
-            continue
-        if ".modules_to_save." in key:
-            key = key.replace(".modules_to_save.default", "")
-        elif ".original_module." in key:
-            continue
-        out.setdefault(key, value.detach().clone())
-    return out
+    return computed_state_dict(model)
+
+
+@torch.no_grad()
+def _lora_merged_weight(module) -> torch.Tensor:
+    """W + sum of the active adapters' deltas, in the base weight's dtype (float32 for a 4-bit base)."""
+    layer = module.get_base_layer()
+    weight = _dense_weight(layer).float()
+    for adapter in module.active_adapters:
+        if adapter in module.lora_A:
+            weight = weight + module.get_delta_weight(adapter).float()
+    return weight.to(torch.float32 if layer.weight.dtype == torch.uint8 else layer.weight.dtype)
 
 
 def _ia3_merged(name: str, module) -> dict[str, torch.Tensor]:

@@ -25,11 +25,19 @@ def policy_logprobs(
     attention_mask: torch.Tensor,
     prompt_len: int,
     with_entropy: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Response log-probs [B, R] (and per-token entropy [B, R] when asked)."""
+    """Response log-probs [B, R] (and per-token entropy [B, R] when asked).
+
+    `entropy_grad=False` computes the entropy for logging only: without it autograd would keep a
+    full-vocabulary float32 tensor [B, R, V] per micro-batch for a term whose coefficient is 0.
+    """
     logits = causal_lm_logits(model, sequences, attention_mask)
     logprobs = response_logprobs(logits, sequences, prompt_len)
-    entropy = entropy_from_logits(logits[:, prompt_len - 1 : -1]) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits[:, prompt_len - 1 : -1])
     return logprobs, entropy
 
 

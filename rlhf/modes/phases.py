@@ -25,6 +25,7 @@ from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import generate_on_engines
 from rlhf.rollout.sampling import engine_sampling
+from rlhf.rollout.weight_sync import weight_sync_of
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,8 @@ def evaluate_on(group: ActorGroup, batch) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ weights
 def push_weights(policy: ActorGroup, engines: ActorGroup, version: int) -> int:
     """The policy's full weights (gathered from ZeRO-3 shards on rank 0, LoRA merged) into every
-    engine, in place; returns the bytes sent."""
-    blobs = get_fail_fast(policy.call("weights_blob"))
-    blob_ref = ray.put(blobs[0])
-    get_fail_fast(engines.call("load_weights", blob_ref, version))
-    return len(blobs[0])
+    engine, in place, by `rollout.weight_sync` (rlhf.rollout.weight_sync); returns the bytes sent."""
+    return weight_sync_of(policy, engines, get_fail_fast).push(policy, engines, version, get_fail_fast)
 
 
 # ------------------------------------------------------------------------------------ evaluation

@@ -45,6 +45,7 @@ from rlhf.models.loading import load_tokenizer
 from rlhf import quiet
 from rlhf.modes import phases
 from rlhf.modes.spec import SPECS, ModeSpec
+from rlhf.rollout.weight_sync import engines_restarted
 from rlhf.summary import headline
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,8 @@ class Runtime:
 
     def _after_restart(self, role: str) -> None:
         """A restarted actor reran its constructor: engines hold the base weights again."""
+        if role == "rollout":
+            engines_restarted(self.groups["rollout"])  # the next push rebuilds the sync group
         if role == "rollout" and self.weights_version:
             self.push_weights(self.weights_version)
         self.write_placement()

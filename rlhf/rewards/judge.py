@@ -69,11 +69,11 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 class LocalJudge:
     def __init__(self, model_path: str, rubric: Rubric, dtype: str = "float32", trust_remote_code: bool = False,
-                 micro_batch_size: int = 32) -> None:
+                 micro_batch_size: int = 32, device: str = "cpu") -> None:
         self.name = f"judge:{model_path}"
         self.rubric = rubric
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)
-        self.model = load_causal_lm(model_path, dtype, trust_remote_code).eval()
+        self.model = load_causal_lm(model_path, dtype, trust_remote_code).to(device).eval()
         self.answer_ids = torch.tensor(answer_token_ids(self.tokenizer, rubric, model_path))
         self.values = torch.tensor(list(rubric.answers.values()))
         self.max_positions: Optional[int] = getattr(self.model.config, "max_position_embeddings", None)
@@ -93,7 +93,7 @@ class LocalJudge:
         for start in range(0, len(fits), self.micro_batch_size):
             index = fits[start:start + self.micro_batch_size]
             ids, mask = left_pad([rows[i] for i in index], self.pad_id)
-            last = causal_lm_logits(self.model, ids, mask)[:, -1]
+            last = causal_lm_logits(self.model, ids.to(self.model.device), mask.to(self.model.device))[:, -1].cpu()
             scores[index] = expected_answer_value(last, self.answer_ids, self.values)
         return check_scores(scores, len(responses), self.name)
 

@@ -11,13 +11,15 @@ from rlhf.rewards.base import check_scores
 
 
 class ModelReward:
-    def __init__(self, path: str, dtype: str = "float32", trust_remote_code: bool = False, micro_batch_size: int = 32):
+    def __init__(self, path: str, dtype: str = "float32", trust_remote_code: bool = False, micro_batch_size: int = 32,
+                 device: str = "cpu"):
         self.name = f"model:{path}"
-        self.model = load_value_model(path, dtype, trust_remote_code).eval()
+        self.model = load_value_model(path, dtype, trust_remote_code).to(device).eval()
         self.micro_batch_size = micro_batch_size
 
     @torch.no_grad()
     def score(self, prompts, responses, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        scores = over_micro_batches(partial(sequence_scores, self.model), self.micro_batch_size, sequences,
-                                    attention_mask)
+        device = self.model.device
+        scores = over_micro_batches(partial(sequence_scores, self.model), self.micro_batch_size,
+                                    sequences.to(device), attention_mask.to(device)).cpu()
         return check_scores(scores, len(responses), self.name)

