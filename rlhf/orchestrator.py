@@ -30,6 +30,9 @@ from actors.supervisor import Supervisor, get_fail_fast
 from actors.trainer import TrainingActor
 from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
 from rlhf.algorithms.ppo_metrics import ppo_step_metrics
+from rlhf.algorithms.policy_gradient_step import (apply_overlong, micro_batches_per_step, policy_gradient_fields,
+                                                  reward_kl_coef)
+from rlhf.algorithms.ppo_losses import with_loss_denominator
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import Config, to_dict
 from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
@@ -64,7 +67,7 @@ class PPOOrchestrator:
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         logger.info("rollout engine: %s (%s)", self.engine.name, self.engine.reason)
         self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
-                                                             cfg.model.dtype, cfg.model.quantization,
+                                                             cfg.rollout_dtype, cfg.model.quantization,
                                                              cfg.rollout.async_generation)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
@@ -248,17 +251,19 @@ class PPOOrchestrator:
         with self._timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = self._phase(
                 "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
+        scores, keep_rows, length_metrics = apply_overlong(cfg, rollout, scores, self.tokenizer.eos_token_id)
         # 4. KL-shaped rewards and advantages.
         kl_coef = self.kl_ctl.value
         targets = compute_targets(
             scores, logprobs, ref_logprobs, rollout.response_mask, values,
-            advantage=cfg.algorithm.advantage, kl_coef=kl_coef, kl_estimator=cfg.algorithm.kl.estimator,
+            advantage=cfg.algorithm.advantage, kl_coef=reward_kl_coef(cfg, kl_coef), kl_estimator=cfg.algorithm.kl.estimator,
             gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
             group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
         )
-        mask = rollout.response_mask * targets.valid.unsqueeze(1)
+        mask = rollout.response_mask * targets.valid.unsqueeze(1) * keep_rows.unsqueeze(1)
         experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
-                                targets.returns, values, rollout.prompt_len)
+                                targets.returns, values, rollout.prompt_len,
+                                **policy_gradient_fields(cfg, rollout, ref_logprobs, kl_coef, self.reuse_rollout_logprobs))
         # 5. PPO epochs over mini-batches on policy and critic, skipped when no sample is usable or
         #    a target is NaN/inf (never written into the weights; counted, and too many stop the run).
         bad = nonfinite_names({"advantages": targets.advantages, "returns": targets.returns}, mask)
@@ -286,6 +291,7 @@ class PPOOrchestrator:
         metrics = ppo_step_metrics(step, rollout, scores, targets.valid, mask,
                                    None if self.reuse_rollout_logprobs else logprobs, current_kl, kl_coef,
                                    train_metrics, timings, has_critic="critic" in self.groups)
+        metrics.update(length_metrics)
         metrics["train/nonfinite_skipped"] = 1 if bad else 0
         metrics["train/nonfinite_steps_total"] = self.bad_steps.total
         metrics["faults/actor_restarts"] = self.supervisor.restarts
@@ -357,7 +363,8 @@ class PPOOrchestrator:
         for _ in range(cfg.algorithm.ppo_epochs):
             order = torch.randperm(len(experience), generator=generator)
             for start in range(0, len(experience), size):
-                mini = experience.select(order[start:start + size])
+                mini = with_loss_denominator(experience.select(order[start:start + size]), cfg.algorithm.loss_agg,
+                                             cfg.rollout.max_new_tokens, micro_batches_per_step(cfg))
                 for role, plan in plans.items():
                     for replica, shard in enumerate(mini.split(len(plan))):
                         plan[replica].append(shard)
