@@ -29,6 +29,7 @@ from actors.rollout import RolloutActor
 from actors.supervisor import Supervisor, get_fail_fast
 from actors.trainer import TrainingActor
 from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
+from rlhf.algorithms.dynamic_sampling import RESAMPLE_SEED_STRIDE, dynamic_sampling_round
 from rlhf.algorithms.ppo_metrics import ppo_step_metrics
 from rlhf.algorithms.policy_gradient_step import (apply_overlong, micro_batches_per_step, policy_gradient_fields,
                                                   reward_kl_coef)
@@ -251,6 +252,12 @@ class PPOOrchestrator:
         with self._timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = self._phase(
                 "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
+        if cfg.algorithm.dynamic_sampling:  # DAPO: drop flat groups, generate more prompts to refill the batch
+            rollout, (logprobs, ref_logprobs, values, scores), sampling_metrics = dynamic_sampling_round(
+                cfg.rollout.samples_per_prompt, cfg.algorithm.max_resample_rounds, self.tokenizer.pad_token_id,
+                rollout, (logprobs, ref_logprobs, values, scores), lambda r: self.generate(
+                    self.sampler.next_batch(cfg.trainer.prompts_per_step), step + r * RESAMPLE_SEED_STRIDE),
+                self.make_experience)
         scores, keep_rows, length_metrics = apply_overlong(cfg, rollout, scores, self.tokenizer.eos_token_id)
         # 4. KL-shaped rewards and advantages.
         kl_coef = self.kl_ctl.value
@@ -259,6 +266,7 @@ class PPOOrchestrator:
             advantage=cfg.algorithm.advantage, kl_coef=reward_kl_coef(cfg, kl_coef), kl_estimator=cfg.algorithm.kl.estimator,
             gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
             group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
+            scale_by_std=cfg.algorithm.grpo_scale_by_std,
         )
         mask = rollout.response_mask * targets.valid.unsqueeze(1) * keep_rows.unsqueeze(1)
         experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
@@ -291,7 +299,7 @@ class PPOOrchestrator:
         metrics = ppo_step_metrics(step, rollout, scores, targets.valid, mask,
                                    None if self.reuse_rollout_logprobs else logprobs, current_kl, kl_coef,
                                    train_metrics, timings, has_critic="critic" in self.groups)
-        metrics.update(length_metrics)
+        metrics.update(length_metrics, **(sampling_metrics if cfg.algorithm.dynamic_sampling else {}))
         metrics["train/nonfinite_skipped"] = 1 if bad else 0
         metrics["train/nonfinite_steps_total"] = self.bad_steps.total
         metrics["faults/actor_restarts"] = self.supervisor.restarts

@@ -359,6 +359,8 @@ class AlgorithmConfig:
     """Upper clip range 1 + clip_eps_high (DAPO's clip-higher); null: clip_eps."""
     ratio_level: str = "token"
     """`token` (PPO) or `sequence` (GSPO: exp of the mean token log-ratio, one ratio per response)."""
+    grpo_scale_by_std: bool = True
+    """GRPO: divide the group-centred scores by the group std; false gives Dr. GRPO's advantage (Liu et al. 2025)."""
     dynamic_sampling: bool = False
     """DAPO: drop prompt groups whose scores are all equal and generate more prompts until the batch is full."""
     max_resample_rounds: int = 3
