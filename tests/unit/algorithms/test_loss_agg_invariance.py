@@ -93,3 +93,25 @@ def test_token_mean_is_each_micro_batch_mean_as_before():
     equal = mini.select(torch.tensor([0, 5]))  # two rows of 5 tokens each
     assert torch.allclose(_gradient(model, equal, "token_mean", 2, 1), _gradient(model, equal, "token_mean", 1, 1),
                           atol=1e-6, rtol=0)
+
+
+def test_default_objective_is_bitwise_the_previous_formula():
+    # Before the policy-gradient menu the objective was: token mean of -min(rA, clip(r)A) per micro-batch,
+    # minus entropy_coef * the token-mean entropy. The defaults must give exactly those numbers.
+    from rlhf.masked import masked_mean
+    from rlhf.models.forward import policy_logprobs
+
+    model = _model()
+    mini = _experience(model)
+    assert with_loss_denominator(mini, "token_mean", NORM_LEN, parts=4) is mini
+    for micro in plan_micro_batches(mini, 2):
+        loss, metrics = policy_micro_batch_loss(model, micro, clip_eps=0.2, entropy_coef=0.01)
+        logprobs, entropy = policy_logprobs(model, micro.sequences, micro.attention_mask, micro.prompt_len, True)
+        keep = micro.response_mask.bool()
+        log_ratio = torch.where(keep, logprobs - micro.old_logprobs, torch.zeros(()).double())
+        adv = torch.where(keep, micro.advantages, torch.zeros(()).double())
+        ratio = torch.exp(log_ratio)
+        before = masked_mean(-torch.minimum(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv), keep)
+        before = before - 0.01 * masked_mean(entropy, micro.response_mask)
+        assert loss.item() == before.item()
+        assert "rollout/mismatch_kl" not in metrics and "policy/kl_loss" not in metrics
