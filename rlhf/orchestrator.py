@@ -258,11 +258,11 @@ class PPOOrchestrator:
                 rollout, (logprobs, ref_logprobs, values, scores), lambda r: self.generate(
                     self.sampler.next_batch(cfg.trainer.prompts_per_step), step + r * RESAMPLE_SEED_STRIDE),
                 self.make_experience)
-        scores, keep_rows, length_metrics = apply_overlong(cfg, rollout, scores, self.tokenizer.eos_token_id)
+        shaped_scores, keep_rows, length_metrics = apply_overlong(cfg, rollout, scores, self.tokenizer.eos_token_id)
         # 4. KL-shaped rewards and advantages.
         kl_coef = self.kl_ctl.value
         targets = compute_targets(
-            scores, logprobs, ref_logprobs, rollout.response_mask, values,
+            shaped_scores, logprobs, ref_logprobs, rollout.response_mask, values,
             advantage=cfg.algorithm.advantage, kl_coef=reward_kl_coef(cfg, kl_coef), kl_estimator=cfg.algorithm.kl.estimator,
             gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
             group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
