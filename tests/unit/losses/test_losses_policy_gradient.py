@@ -204,3 +204,27 @@ def test_kl_loss_matrix_hand_values_and_gradient():
     # d k3 / d lp = 1 - e^(ref - lp): 0, 1 - e, 1 - e^-1; times 0.1 / 3 tokens
     expected = [0.0, 0.1 * (1 - E(1)) / 3, 0.1 * (1 - E(-1)) / 3, 0.0]
     assert lp.grad.flatten().tolist() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum",
+                                      "seq_mean_token_sum_norm"])
+def test_clip_higher_with_a_length_one_row_and_an_all_masked_row(loss_agg):
+    # Row 0 (length 1): r = 1.25, A = +1 -> inside [0.8, 1.28], term -1.25 (symmetric ε 0.2 would clip: -1.2).
+    # Row 1: all masked, garbage. Every mode: one token in one sequence -> -1.25, except
+    # seq_mean_token_sum_norm: -1.25 / (B=2 * norm_len=2) = -0.3125.
+    lp = torch.tensor([[math.log(1.25), 7.0], [50.0, 50.0]], dtype=torch.float64, requires_grad=True)
+    old, adv = torch.zeros(2, 2, dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64)
+    mask = torch.tensor([[1, 0], [0, 0]])
+    loss, stats = ppo_policy_loss(lp, old, adv, mask, 0.2, 0.28, loss_agg, norm_len=2)
+    expected = -1.25 / 4 if loss_agg == "seq_mean_token_sum_norm" else -1.25
+    assert loss.item() == pytest.approx(expected, abs=1e-12) and stats.clipfrac.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(lp.grad).all() and lp.grad[1].abs().sum().item() == 0.0
+
+
+def test_kl_loss_of_an_all_masked_batch_is_zero():
+    lp = torch.full((2, 3), NAN, dtype=torch.float64, requires_grad=True)
+    mat = kl_loss_matrix(lp, torch.full((2, 3), NAN, dtype=torch.float64), torch.zeros(2, 3), 0.1, "k3")
+    loss = aggregate(mat, torch.zeros(2, 3), "seq_mean_token_mean")
+    loss.backward()
+    assert loss.item() == 0.0 and (lp.grad == 0).all()
