@@ -730,6 +730,9 @@ class Config:
                    "needs rollout.samples_per_prompt >= 2 (it drops groups whose samples all scored the same)")
             _check(not self.rollout.async_generation, "algorithm.dynamic_sampling",
                    "cannot be combined with rollout.async_generation (extra rounds are generated in the step)")
+            _check(not (self.ray.colocate and self.ray.rollout.num_gpus > 0), "algorithm.dynamic_sampling",
+                   "cannot refill a batch while colocated engines sleep after the step's first generation "
+                   "(ray.colocate with GPUs)")
         _check(self.algorithm.overlong.buffer <= self.rollout.max_new_tokens, "algorithm.overlong.buffer",
                f"must be <= rollout.max_new_tokens ({self.rollout.max_new_tokens})")
         _check(self.algorithm.overlong.penalty == 0 or self.algorithm.overlong.buffer > 0, "algorithm.overlong.penalty",
