@@ -23,7 +23,7 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
 
         r = cfg.rollout
         settings = VLLMSettings(
-            dtype=cfg.model.dtype, seed=cfg.trainer.seed + rank, max_model_len=r.max_model_len,
+            dtype=cfg.rollout_dtype, seed=cfg.trainer.seed + rank, max_model_len=r.max_model_len,
             gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_memory_mb=r.kv_cache_memory_mb,
             tensor_parallel_size=r.tensor_parallel_size, enable_sleep_mode=sleep_between_steps,
             enforce_eager=r.enforce_eager,
@@ -34,7 +34,7 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
     from rlhf.rollout.builtin import BuiltinEngine
 
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code)
-    model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).to(device)
+    model = load_causal_lm(path, cfg.rollout_dtype, cfg.model.trust_remote_code).to(device)
     return BuiltinEngine(model, tokenizer)
 
 

@@ -69,6 +69,18 @@ class Experience:
     old_values: Optional[torch.Tensor]
     """[B, R] critic values at generation time, None without a critic."""
     prompt_len: int
+    rollout_logprobs: Optional[torch.Tensor] = None
+    """[B, R] the engine's log-probs of its samples (importance correction, mismatch metrics)."""
+    ref_logprobs: Optional[torch.Tensor] = None
+    """[B, R] reference log-probs, when the KL is a loss term (algorithm.kl.placement: loss)."""
+    kl_coef: float = 0.0
+    """β of the KL loss term this step (the controller's value when the experience was made)."""
+    old_from_rollout: bool = False
+    """`old_logprobs` are the engine's: the importance correction then compares with the trainer's current ones."""
+    loss_denominator: Optional[float] = None
+    """The whole mini-batch's aggregation denominator (rlhf.losses.loss_denominator), None: each micro-batch's own."""
+    loss_parts: int = 1
+    """Micro-batches over all replicas whose losses DeepSpeed averages for one optimizer step."""
 
     def __len__(self) -> int:
         return self.sequences.shape[0]

@@ -31,9 +31,16 @@ def _distill(cfg: Config) -> Objective:
                    temperature=d.temperature)
 
 
+def _ppo_policy(cfg: Config) -> Objective:
+    a = cfg.algorithm
+    return partial(policy_micro_batch_loss, clip_eps=a.clip_eps, entropy_coef=a.entropy_coef,
+                   clip_eps_high=a.clip_eps_high, loss_agg=a.loss_agg, ratio_level=a.ratio_level,
+                   is_correction=a.is_correction, is_cap=a.is_cap, norm_len=cfg.rollout.max_new_tokens,
+                   kl_in_loss=a.kl.placement == "loss", kl_estimator=a.kl.estimator)
+
+
 OBJECTIVES: dict[tuple[str, str], Callable[[Config], Objective]] = {
-    ("ppo", "policy"): lambda cfg: partial(policy_micro_batch_loss, clip_eps=cfg.algorithm.clip_eps,
-                                           entropy_coef=cfg.algorithm.entropy_coef),
+    ("ppo", "policy"): _ppo_policy,
     ("ppo", "critic"): lambda cfg: partial(critic_micro_batch_loss, value_clip_eps=cfg.algorithm.value_clip_eps),
     ("sft", "policy"): lambda cfg: sft_micro_batch_loss,
     ("dpo", "policy"): _dpo,

@@ -34,7 +34,7 @@ class Targets:
 
 
 def _group_baseline(
-    advantage: str, rewards: torch.Tensor, valid: torch.Tensor, group_size: int
+    advantage: str, rewards: torch.Tensor, valid: torch.Tensor, group_size: int, scale_by_std: bool = True
 ) -> torch.Tensor:
     """GRPO/RLOO over groups, treating invalid samples as absent (their advantage is 0)."""
     out = torch.zeros_like(rewards)
@@ -43,8 +43,10 @@ def _group_baseline(
         keep = valid[group]
         if keep.sum() < 2:
             continue  # a lone valid sample has no baseline to compare with: no signal
-        fn = grpo_advantages if advantage == "grpo" else rloo_advantages
-        out[group][keep] = fn(rewards[group][keep], int(keep.sum()))
+        if advantage == "grpo":
+            out[group][keep] = grpo_advantages(rewards[group][keep], int(keep.sum()), scale_by_std=scale_by_std)
+        else:
+            out[group][keep] = rloo_advantages(rewards[group][keep], int(keep.sum()))
     return out
 
 
@@ -62,8 +64,10 @@ def compute_targets(
     gae_lambda: float,
     group_size: int,
     whiten_advantages: bool,
+    scale_by_std: bool = True,
 ) -> Targets:
-    """Shapes: scores [B]; logprobs, ref_logprobs, mask, values [B, R]."""
+    """Shapes: scores [B]; logprobs, ref_logprobs, mask, values [B, R]. `scale_by_std`: GRPO divides by
+    the group std (False: Dr. GRPO's mean-centred advantage)."""
     valid = torch.isfinite(scores)
     mask = mask * valid.unsqueeze(1).to(mask.dtype)  # a bad sample contributes nothing anywhere
     safe_scores = torch.where(valid, scores, torch.zeros_like(scores))
@@ -76,7 +80,7 @@ def compute_targets(
             advantages = masked_whiten(advantages, mask)
     elif advantage in ("grpo", "rloo"):
         sequence_rewards = token_rewards.sum(dim=1)  # score − β·Σ KL
-        advantages = broadcast_to_tokens(_group_baseline(advantage, sequence_rewards, valid, group_size), mask)
+        advantages = broadcast_to_tokens(_group_baseline(advantage, sequence_rewards, valid, group_size, scale_by_std), mask)
         returns = torch.zeros_like(advantages)
     elif advantage == "reinforce_pp":
         advantages = reinforce_pp_advantages(token_rewards, mask, gamma)

@@ -216,9 +216,13 @@ class RolloutConfig:
     update while the trainers run step t, so generation overlaps training; each batch is one update
     old (`rollout/policy_lag` 1). `algorithm.old_logprobs: auto` then has the policy recompute the old
     log-probs, so every step's ratio starts at 1."""
+    dtype: str = "auto"
+    """Precision of the rollout engines' weights: float32, bfloat16, float16, or `auto` (= model.dtype).
+    A bf16 engine can feed a float32 trainer; `algorithm.is_correction` corrects the gap."""
 
     def __post_init__(self) -> None:
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
+        _one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), "rollout.dtype")
         _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
         _check(self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
                "rollout.gpu_memory_utilization", "must be in (0, 1] or null")
@@ -244,9 +248,14 @@ class KLConfig:
     horizon: int = 10000
     estimator: str = "k1"
     """Per-token KL estimator: k1, k2 or k3."""
+    placement: str = "reward"
+    """`reward` (r_t = -β KL_t, shaped into the advantages) or `loss` (β · KL_t added to the policy loss per
+    token and aggregated by `algorithm.loss_agg`, GRPO's form; k3 is the usual estimator there). The
+    adaptive controller steers β in both."""
 
     def __post_init__(self) -> None:
         _one_of(self.controller, ("adaptive", "fixed"), "algorithm.kl.controller")
+        _one_of(self.placement, ("reward", "loss"), "algorithm.kl.placement")
         _one_of(self.estimator, ("k1", "k2", "k3"), "algorithm.kl.estimator")
         _check(self.init_coef >= 0, "algorithm.kl.init_coef", "must be >= 0")
         _check(self.target > 0, "algorithm.kl.target", "must be > 0")
@@ -309,6 +318,22 @@ class DistillConfig:
 
 
 @dataclass
+class OverlongConfig:
+    """DAPO's overlong handling (rlhf/losses/overlong.py)."""
+
+    filter: bool = False
+    """Mask responses cut at rollout.max_new_tokens (no EOS) out of the loss."""
+    buffer: int = 0
+    """Soft penalty zone: the last `buffer` tokens before max_new_tokens; 0 disables the penalty."""
+    penalty: float = 0.0
+    """Score penalty at max_new_tokens: -penalty * (L - (max_new_tokens - buffer)) / buffer inside the zone."""
+
+    def __post_init__(self) -> None:
+        _check(self.buffer >= 0, "algorithm.overlong.buffer", "must be >= 0")
+        _check(self.penalty >= 0, "algorithm.overlong.penalty", "must be >= 0")
+
+
+@dataclass
 class AlgorithmConfig:
     name: str = "ppo"
     """Training mode: ppo, sft (supervised fine-tuning), rm (reward model), dpo, rlaif (online DPO
@@ -332,6 +357,30 @@ class AlgorithmConfig:
     `rollout` (the engine's own log-probs of its samples; one forward fewer per step), or `auto`
     (rollout with the built-in engine in float32, whose model is the trainer's, else recompute;
     always recompute with `rollout.async_generation`)."""
+    is_correction: str = "none"
+    """Importance correction of the rollout/trainer mismatch (rlhf/losses/importance.py): none, tis
+    (truncated per-token weights), mis (masked per-token weights), seq_tis, seq_mis (per sequence).
+    The weights compare the engine's log-probs with the trainer's old ones: recomputed by a policy
+    forward (`old_logprobs: recompute`), or with `old_logprobs: rollout` the trainer's current ones,
+    detached, which the step's first update sees as its old ones (the ratio is then taken to them too)."""
+    is_cap: float = 2.0
+    """Truncation (tis) or masking (mis) threshold of the importance weights."""
+    loss_agg: str = "token_mean"
+    """Policy-loss aggregation (rlhf/losses/aggregation.py): token_mean (each micro-batch's token mean,
+    averaged by DeepSpeed: today's behaviour), seq_mean_token_mean, seq_mean_token_sum, or
+    seq_mean_token_sum_norm (Dr. GRPO, normalised by mini-batch rows * rollout.max_new_tokens). The seq_*
+    modes divide by the whole mini-batch's count, so micro-batching and replicas do not change them."""
+    clip_eps_high: Optional[float] = None
+    """Upper clip range 1 + clip_eps_high (DAPO's clip-higher); null: clip_eps."""
+    ratio_level: str = "token"
+    """`token` (PPO) or `sequence` (GSPO: exp of the mean token log-ratio, one ratio per response)."""
+    grpo_scale_by_std: bool = True
+    """GRPO: divide the group-centred scores by the group std; false gives Dr. GRPO's advantage (Liu et al. 2025)."""
+    dynamic_sampling: bool = False
+    """DAPO: drop prompt groups whose scores are all equal and generate more prompts until the batch is full."""
+    max_resample_rounds: int = 3
+    """Dynamic sampling: extra generation rounds per step at most; then the step trains on what it has."""
+    overlong: OverlongConfig = field(default_factory=OverlongConfig)
     kl: KLConfig = field(default_factory=KLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """Preference loss of the dpo and rlaif modes."""
@@ -347,6 +396,14 @@ class AlgorithmConfig:
         _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
         _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
         _one_of(self.old_logprobs, ("auto", "recompute", "rollout"), "algorithm.old_logprobs")
+        from rlhf.losses import IS_MODES, LOSS_AGG_MODES, RATIO_LEVELS
+
+        _one_of(self.is_correction, IS_MODES, "algorithm.is_correction")
+        _check(self.is_cap > 0, "algorithm.is_cap", "must be > 0")
+        _one_of(self.loss_agg, LOSS_AGG_MODES, "algorithm.loss_agg")
+        _check(self.clip_eps_high is None or self.clip_eps_high > 0, "algorithm.clip_eps_high", "must be > 0 or null")
+        _one_of(self.ratio_level, RATIO_LEVELS, "algorithm.ratio_level")
+        _check(self.max_resample_rounds >= 0, "algorithm.max_resample_rounds", "must be >= 0")
 
     @property
     def uses_critic(self) -> bool:
@@ -628,6 +685,11 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    @property
+    def rollout_dtype(self) -> str:
+        """The engines' precision: rollout.dtype, or model.dtype under `auto`."""
+        return self.model.dtype if self.rollout.dtype == "auto" else self.rollout.dtype
+
     def validate(self) -> None:
         """Rules that span sections; runs before any actor is spawned."""
         _check(bool(self.model.path), "model.path", "is required (a Hugging Face model folder)")
@@ -705,6 +767,18 @@ class Config:
                 "ray.critic.replicas",
                 "mini_batch_size must be a multiple of critic replicas * micro_batch_size",
             )
+        if self.algorithm.dynamic_sampling:
+            _check(self.rollout.samples_per_prompt >= 2, "algorithm.dynamic_sampling",
+                   "needs rollout.samples_per_prompt >= 2 (it drops groups whose samples all scored the same)")
+            _check(not self.rollout.async_generation, "algorithm.dynamic_sampling",
+                   "cannot be combined with rollout.async_generation (extra rounds are generated in the step)")
+            _check(not (self.ray.colocate and self.ray.rollout.num_gpus > 0), "algorithm.dynamic_sampling",
+                   "cannot refill a batch while colocated engines sleep after the step's first generation "
+                   "(ray.colocate with GPUs)")
+        _check(self.algorithm.overlong.buffer <= self.rollout.max_new_tokens, "algorithm.overlong.buffer",
+               f"must be <= rollout.max_new_tokens ({self.rollout.max_new_tokens})")
+        _check(self.algorithm.overlong.penalty == 0 or self.algorithm.overlong.buffer > 0, "algorithm.overlong.penalty",
+               "needs algorithm.overlong.buffer > 0 (the zone the penalty grows over)")
         if self.algorithm.advantage in ("grpo", "rloo"):
             _check(
                 self.rollout.samples_per_prompt >= 2,

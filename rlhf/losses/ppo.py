@@ -8,8 +8,12 @@ entropy, and KL-penalised token rewards.
   ("InstructGPT").
 
 Departures from the papers:
-- Losses are a token mean over all response tokens of the batch, not a mean of
-  per-sequence means; long responses weigh more (as in most LLM PPO code).
+- The policy loss is a token mean over all response tokens of the batch by default
+  (long responses weigh more, as in most LLM PPO code); `loss_agg` picks another
+  aggregation (rlhf.losses.aggregation). The value loss is always a token mean.
+- Asymmetric clipping clip(r, 1-ε_low, 1+ε_high) follows DAPO (Yu et al. 2025); the
+  sequence-level ratio exp(mean_t log r_t) follows GSPO (Zheng et al. 2025), here
+  clipped with the same ε's and applied to every token of its sequence.
 - ``approx_kl`` is the k2 estimator ½ (log π - log π_old)², which is
   non-negative and low-variance (Schulman 2020); it is a diagnostic only.
 - ``clipfrac`` counts a token as clipped only when the clipped term is
@@ -26,12 +30,16 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.kl import kl_estimate
+from rlhf.losses.aggregation import aggregate_with_denominator, loss_denominator
 from rlhf.masked import masked_mean
 
 __all__ = [
     "PolicyLossStats",
     "ValueLossStats",
+    "RATIO_LEVELS",
+    "clipped_surrogate",
     "ppo_policy_loss",
+    "sequence_log_ratio",
     "value_loss",
     "entropy_from_logits",
     "kl_penalized_rewards",
@@ -57,17 +65,77 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), dtype=like.dtype, device=like.device)
 
 
+RATIO_LEVELS = ("token", "sequence")
+
+
+def sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's per-sequence log-ratio: the mean over a row's masked tokens of log π - log π_old,
+    broadcast to [B, T] (differentiable; 0 for an all-masked row).
+
+    Args:
+        log_ratio: [B, T] per-token log π - log π_old, already 0 on padding.
+        mask: [B, T], 1 on response tokens.
+    """
+    keep = mask.bool()
+    lengths = keep.sum(dim=1, keepdim=True).to(log_ratio.dtype).clamp(min=1)
+    return (log_ratio.sum(dim=1, keepdim=True) / lengths).expand_as(log_ratio)
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    clip_eps_high: float | None = None,
+    ratio_level: str = "token",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token negated PPO surrogate -min(r A, clip(r, 1-ε_low, 1+ε_high) A), before aggregation.
+
+    Args:
+        logprobs, old_logprobs, advantages, mask: [B, T] as in `ppo_policy_loss`.
+        clip_eps: ε_low (and ε_high when `clip_eps_high` is None).
+        clip_eps_high: ε_high (DAPO's clip-higher).
+        ratio_level: `token` (r_t per token) or `sequence` (GSPO: one r per row, exp of the mean
+            token log-ratio, on every token of the row).
+
+    Returns:
+        (loss [B, T] 0 on padding, clipped [B, T] bool, token log-ratio [B, T] 0 on padding).
+    """
+    if ratio_level not in RATIO_LEVELS:
+        raise ValueError(f"unknown ratio_level {ratio_level!r}; valid: {', '.join(RATIO_LEVELS)}")
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    keep = mask.bool()
+    # Zero the log-ratio on padding before exp(): garbage there could overflow
+    # to inf and turn the (unused) gradient into NaN.
+    log_ratio = torch.where(keep, logprobs - old_logprobs.detach(), _zero(logprobs))
+    advantages = torch.where(keep, advantages.detach(), _zero(logprobs))
+    used = log_ratio if ratio_level == "token" else sequence_log_ratio(log_ratio, keep)
+    ratio = torch.exp(used)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high) * advantages
+    loss_mat = torch.where(keep, -torch.minimum(unclipped, clipped), _zero(logprobs))
+    return loss_mat, (clipped < unclipped) & keep, log_ratio
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_eps: float,
+    clip_eps_high: float | None = None,
+    loss_agg: str = "token_mean",
+    weights: torch.Tensor | None = None,
+    *,
+    ratio_level: str = "token",
+    norm_len: int | None = None,
+    denominator: float | None = None,
 ) -> tuple[torch.Tensor, PolicyLossStats]:
     """PPO clipped surrogate loss (Schulman et al. 2017, eq. 7), negated for descent.
 
-    L = token-mean over masked tokens of -min(r A, clip(r, 1-ε, 1+ε) A),
-    r = exp(log π - log π_old).
+    L = aggregate over masked tokens of -w_t min(r A, clip(r, 1-ε_low, 1+ε_high) A),
+    r = exp(log π - log π_old) (per token, or per sequence for GSPO).
 
     Args:
         logprobs: [B, T] log π of the sampled tokens under the current policy
@@ -75,23 +143,32 @@ def ppo_policy_loss(
         old_logprobs: [B, T] log π_old from the rollout.
         advantages: [B, T].
         mask: [B, T], 1 on response tokens.
-        clip_eps: ε.
+        clip_eps: ε (ε_low).
+        clip_eps_high: ε_high; None means ε (symmetric, the PPO paper).
+        loss_agg: one of rlhf.losses.aggregation.LOSS_AGG_MODES.
+        weights: [B, T] detached per-token weights (importance correction), None for 1.
+        ratio_level: `token` or `sequence` (GSPO).
+        norm_len: the constant length of `seq_mean_token_sum_norm`.
+        denominator: the whole mini-batch's `loss_denominator` when this is one micro-batch of it;
+            None divides by this batch's own.
 
     Returns:
         (0-dim loss, PolicyLossStats(clipfrac, approx_kl)).
     """
     keep = mask.bool()
-    # Zero the log-ratio on padding before exp(): garbage there could overflow
-    # to inf and turn the (unused) gradient into NaN.
-    log_ratio = torch.where(keep, logprobs - old_logprobs.detach(), _zero(logprobs))
-    advantages = torch.where(keep, advantages.detach(), _zero(logprobs))
-    ratio = torch.exp(log_ratio)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    loss = masked_mean(-torch.minimum(unclipped, clipped), keep)
+    loss_mat, clipped, log_ratio = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_eps,
+                                                     clip_eps_high, ratio_level)
+    if weights is not None:
+        loss_mat = loss_mat * weights.detach()
+    if loss_agg == "token_mean" and denominator is None:
+        loss = masked_mean(loss_mat, keep)  # today's expression, bit for bit
+    else:
+        if denominator is None:
+            denominator = loss_denominator(mask, loss_agg, norm_len)
+        loss = aggregate_with_denominator(loss_mat, mask, loss_agg, denominator)
 
     with torch.no_grad():
-        clipfrac = masked_mean((clipped < unclipped).to(log_ratio.dtype), keep)
+        clipfrac = masked_mean(clipped.to(log_ratio.dtype), keep)
         approx_kl = masked_mean(0.5 * log_ratio**2, keep)
     return loss, PolicyLossStats(clipfrac=clipfrac, approx_kl=approx_kl)
 

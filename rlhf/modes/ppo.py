@@ -19,7 +19,11 @@ import torch
 
 from actors.frozen import ReferenceActor, RewardActor
 from actors.rollout import RolloutActor
+from rlhf.algorithms.dynamic_sampling import RESAMPLE_SEED_STRIDE, dynamic_sampling_round
+from rlhf.algorithms.policy_gradient_step import (apply_overlong, micro_batches_per_step, policy_gradient_fields,
+                                                  reward_kl_coef)
 from rlhf.algorithms.ppo_advantages import compute_targets, sequence_kl
+from rlhf.algorithms.ppo_losses import with_loss_denominator
 from rlhf.algorithms.ppo_metrics import ppo_step_metrics
 from rlhf.config import Config
 from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
@@ -50,7 +54,7 @@ class PPOMode:
         self.cfg, self.runtime = cfg, runtime
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
-                                                             cfg.model.dtype, cfg.model.quantization,
+                                                             cfg.rollout_dtype, cfg.model.quantization,
                                                              cfg.rollout.async_generation)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
@@ -116,18 +120,31 @@ class PPOMode:
         with timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = rt.phase(
                 "experience", lambda: self.make_experience(rollout), stateful=("reference", "reward"))
+            if cfg.algorithm.dynamic_sampling:  # DAPO: drop flat groups, generate more prompts to refill the batch
+                rollout, (logprobs, ref_logprobs, values, scores), sampling_metrics = dynamic_sampling_round(
+                    cfg.rollout.samples_per_prompt, cfg.algorithm.max_resample_rounds, self.tokenizer.pad_token_id,
+                    rollout, (logprobs, ref_logprobs, values, scores),
+                    lambda r: rt.phase("generate", lambda: self.generate(
+                        self.sampler.next_batch(cfg.trainer.prompts_per_step), step + r * RESAMPLE_SEED_STRIDE),
+                        stateful=("rollout",)),
+                    lambda more: rt.phase("experience", lambda: self.make_experience(more),
+                                          stateful=("reference", "reward")))
         phases.warn_nonfinite(scores, step)
-        # 4. Targets: KL-shaped rewards and advantages.
+        shaped_scores, keep_rows, length_metrics = apply_overlong(cfg, rollout, scores, self.tokenizer.eos_token_id)
+        # 4. Targets: KL-shaped rewards (unless the KL is a loss term) and advantages.
         kl_coef = self.kl_ctl.value
         targets = compute_targets(
-            scores, logprobs, ref_logprobs, rollout.response_mask, values,
-            advantage=cfg.algorithm.advantage, kl_coef=kl_coef, kl_estimator=cfg.algorithm.kl.estimator,
-            gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
+            shaped_scores, logprobs, ref_logprobs, rollout.response_mask, values,
+            advantage=cfg.algorithm.advantage, kl_coef=reward_kl_coef(cfg, kl_coef),
+            kl_estimator=cfg.algorithm.kl.estimator, gamma=cfg.algorithm.gamma, gae_lambda=cfg.algorithm.gae_lambda,
             group_size=cfg.rollout.samples_per_prompt, whiten_advantages=cfg.algorithm.whiten_advantages,
+            scale_by_std=cfg.algorithm.grpo_scale_by_std,
         )
-        mask = rollout.response_mask * targets.valid.unsqueeze(1)
+        mask = rollout.response_mask * targets.valid.unsqueeze(1) * keep_rows.unsqueeze(1)
         experience = Experience(rollout.sequences, rollout.attention_mask, mask, logprobs, targets.advantages,
-                                targets.returns, values, rollout.prompt_len)
+                                targets.returns, values, rollout.prompt_len,
+                                **policy_gradient_fields(cfg, rollout, ref_logprobs, kl_coef,
+                                                         self.reuse_rollout_logprobs))
         # 5. Train: PPO epochs over mini-batches on policy and critic, skipped when no sample is usable
         #    or a target is NaN/inf (never written into the weights; the runtime counts such steps).
         bad = nonfinite_names({"advantages": targets.advantages, "returns": targets.returns}, mask)
@@ -150,6 +167,7 @@ class PPOMode:
         metrics = ppo_step_metrics(step, rollout, scores, targets.valid, mask,
                                    None if self.reuse_rollout_logprobs else logprobs, current_kl, kl_coef,
                                    train_metrics, timings, has_critic="critic" in groups)
+        metrics.update(length_metrics, **(sampling_metrics if cfg.algorithm.dynamic_sampling else {}))
         n = cfg.logging.sample_completions
         return StepOutput(metrics, bad, (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist()))
 
@@ -186,7 +204,9 @@ class PPOMode:
         mini_batches = []
         for _ in range(cfg.algorithm.ppo_epochs):
             order = torch.randperm(len(experience), generator=generator)
-            mini_batches += [experience.select(order[start:start + size]) for start in range(0, len(experience), size)]
+            mini_batches += [with_loss_denominator(experience.select(order[start:start + size]), cfg.algorithm.loss_agg,
+                                                   cfg.rollout.max_new_tokens, micro_batches_per_step(cfg))
+                             for start in range(0, len(experience), size)]
         return phases.train_groups(self.runtime.groups, {role: mini_batches for role in self.trained_roles()})
 
     def evaluate(self) -> dict:

@@ -14,6 +14,7 @@ with the losses reweighted to the mini-batch token mean no longer passed the tin
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -74,16 +75,11 @@ def trim_experience(batch: Experience) -> Experience:
     """The same rows without the columns that are padding in all of them."""
     start, end = trimmed_bounds(batch.attention_mask, batch.prompt_len)
     width = end - batch.prompt_len
-    return Experience(
-        sequences=batch.sequences[:, start:end],
-        attention_mask=batch.attention_mask[:, start:end],
-        response_mask=batch.response_mask[:, :width],
-        old_logprobs=batch.old_logprobs[:, :width],
-        advantages=batch.advantages[:, :width],
-        returns=batch.returns[:, :width],
-        old_values=None if batch.old_values is None else batch.old_values[:, :width],
-        prompt_len=batch.prompt_len - start,
-    )
+    response = {name: getattr(batch, name)[:, :width] for name in
+                ("response_mask", "old_logprobs", "advantages", "returns", "old_values", "rollout_logprobs",
+                 "ref_logprobs") if getattr(batch, name) is not None}
+    return replace(batch, sequences=batch.sequences[:, start:end], attention_mask=batch.attention_mask[:, start:end],
+                   prompt_len=batch.prompt_len - start, **response)
 
 
 def plan_micro_batches(mini_batch, micro_batch_size: int) -> list:

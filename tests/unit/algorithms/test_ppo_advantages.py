@@ -47,3 +47,27 @@ def test_grpo_kl_penalty_enters_sequence_reward():
     # sequence rewards 1 - 0 = 1 and 1 - 0.5 * 2 = 0; mean 0.5, sample std sqrt(0.5): ±0.5 / 0.7071 = ±0.7071
     assert torch.allclose(t.advantages[:, 0], torch.tensor([0.70710, -0.70710]), atol=1e-4)
     assert sequence_kl(t.kl, mask).item() == 1.0  # (0 + 2) / 2
+
+
+def test_dr_grpo_advantage_is_mean_centred_only():
+    scores = torch.tensor([1.0, 3.0, 2.0, 2.0])
+    mask = torch.ones(4, 2)
+    zeros = torch.zeros(4, 2)
+    t = compute_targets(scores, zeros, zeros, mask, None, advantage="grpo", kl_coef=0.0, kl_estimator="k1",
+                        gamma=1.0, gae_lambda=1.0, group_size=2, whiten_advantages=False, scale_by_std=False)
+    # group (1, 3): mean 2 -> -1, +1 (not divided by the std sqrt(2)); group (2, 2): 0, 0
+    assert t.advantages[:, 0].tolist() == [-1.0, 1.0, 0.0, 0.0]
+
+
+def test_kl_placed_in_the_loss_leaves_the_reward_unshaped_but_still_measures_kl():
+    from rlhf.algorithms.policy_gradient_step import reward_kl_coef
+    from rlhf.config import Config
+
+    cfg = Config()
+    cfg.algorithm.kl.placement = "loss"
+    logprobs, ref = torch.tensor([[-1.0, -1.0]]), torch.tensor([[-2.0, -2.0]])
+    t = compute_targets(torch.tensor([1.0]), logprobs, ref, torch.ones(1, 2), None, advantage="reinforce_pp",
+                        kl_coef=reward_kl_coef(cfg, 0.5), kl_estimator="k1", gamma=1.0, gae_lambda=1.0,
+                        group_size=1, whiten_advantages=False)
+    assert t.token_rewards.tolist() == [[0.0, 1.0]]  # the score only, no -β KL
+    assert sequence_kl(t.kl, torch.ones(1, 2)).item() == 2.0  # what the controller steers on: 1 + 1

@@ -1,0 +1,117 @@
+"""A mini-batch split over data-parallel replicas and micro-batches gives the big batch's gradient.
+
+The trainer (actors/trainer.py) runs `plan_micro_batches` on each replica's shard of a mini-batch,
+calls the PPO objective on every micro-batch and hands the loss to DeepSpeed, which divides it by
+the accumulation steps and averages gradients over replicas. This test does exactly that sum with
+plain autograd on a tiny float64 Llama, with the same objective, the same planning (and trimming)
+of micro-batches and the same `with_loss_denominator` the driver attaches to each mini-batch.
+"""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rlhf.algorithms.ppo_losses import policy_micro_batch_loss, with_loss_denominator
+from rlhf.losses import LOSS_AGG_MODES
+from rlhf.records import Experience
+from rlhf.training.micro_batches import plan_micro_batches
+
+ROWS, P, R, NORM_LEN = 8, 3, 5, 6
+
+
+def _model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=24, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg).double().eval()  # eval: no dropout, so every forward is the same function
+
+
+def _experience(model) -> Experience:
+    g = torch.Generator().manual_seed(1)
+    prompt_lens = [3, 2, 3, 1, 3, 2, 3, 3]
+    response_lens = [5, 1, 3, 0, 4, 5, 2, 1]  # one all-masked row, two length-1 responses
+    seq = torch.randint(3, 24, (ROWS, P + R), generator=g)
+    attn = torch.zeros(ROWS, P + R, dtype=torch.long)
+    mask = torch.zeros(ROWS, R, dtype=torch.float64)
+    for i, (p, r) in enumerate(zip(prompt_lens, response_lens)):
+        attn[i, P - p:P + r] = 1
+        mask[i, :r] = 1
+    seq = torch.where(attn.bool(), seq, torch.zeros_like(seq))
+    noise = lambda scale: scale * torch.randn(ROWS, R, generator=g, dtype=torch.float64)  # noqa: E731
+    with torch.no_grad():
+        from rlhf.models.forward import policy_logprobs
+        current = policy_logprobs(model, seq, attn, P)[0]
+    # Old log-probs off by up to ~0.3 so some tokens clip; rollout and reference log-probs elsewhere.
+    return Experience(seq, attn, mask, (current + noise(0.3)) * mask, noise(1.0), torch.zeros(ROWS, R), None, P,
+                      rollout_logprobs=(current + noise(0.2)) * mask, ref_logprobs=(current + noise(0.5)) * mask,
+                      kl_coef=0.1)
+
+
+VARIANTS = {
+    "plain": {},
+    "everything": dict(clip_eps_high=0.28, is_correction="tis", is_cap=1.2, kl_in_loss=True, kl_estimator="k3"),
+    "gspo": dict(ratio_level="sequence", is_correction="seq_mis", is_cap=2.0),
+}
+
+
+def _gradient(model, mini: Experience, loss_agg: str, replicas: int, micro_batches: int, **options) -> torch.Tensor:
+    """Sum over replicas' micro-batches of loss / accumulation steps, averaged over replicas (DeepSpeed's way)."""
+    params = [p for p in model.parameters()]
+    micro_size = len(mini) // (replicas * micro_batches)
+    mini = with_loss_denominator(mini, loss_agg, NORM_LEN, parts=replicas * micro_batches)
+    total = [torch.zeros_like(p) for p in params]
+    for shard in mini.split(replicas):
+        micros = plan_micro_batches(shard, micro_size)
+        assert len(micros) == micro_batches
+        for micro in micros:
+            loss, _ = policy_micro_batch_loss(model, micro, clip_eps=0.2, entropy_coef=0.01, loss_agg=loss_agg,
+                                              norm_len=NORM_LEN, **options)
+            grads = torch.autograd.grad(loss / micro_batches, params, allow_unused=True)
+            total = [t + (g if g is not None else 0) for t, g in zip(total, grads)]
+    return torch.cat([t.flatten() for t in total]) / replicas
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("loss_agg", [m for m in LOSS_AGG_MODES if m != "token_mean"])
+def test_gradient_is_the_same_for_any_split(loss_agg, variant):
+    model = _model()
+    mini = _experience(model)
+    big = _gradient(model, mini, loss_agg, 1, 1, **VARIANTS[variant])
+    assert big.abs().max() > 1e-3  # a real gradient, not zeros
+    for replicas, micro_batches in [(1, 4), (2, 1), (2, 4)]:
+        split = _gradient(model, mini, loss_agg, replicas, micro_batches, **VARIANTS[variant])
+        assert torch.allclose(split, big, atol=1e-6, rtol=0), (replicas, micro_batches, (split - big).abs().max())
+
+
+def test_token_mean_is_each_micro_batch_mean_as_before():
+    # Today's default, kept bit for bit: each micro-batch is its own token mean and DeepSpeed averages
+    # them, so splitting rows whose micro-batches hold different token counts reweights tokens. The
+    # same split of a mini-batch whose micro-batches hold equal token counts is exact.
+    model = _model()
+    mini = _experience(model)
+    big = _gradient(model, mini, "token_mean", 1, 1)
+    assert not torch.allclose(_gradient(model, mini, "token_mean", 2, 4), big, atol=1e-6, rtol=0)
+    equal = mini.select(torch.tensor([0, 5]))  # two rows of 5 tokens each
+    assert torch.allclose(_gradient(model, equal, "token_mean", 2, 1), _gradient(model, equal, "token_mean", 1, 1),
+                          atol=1e-6, rtol=0)
+
+
+def test_default_objective_is_bitwise_the_previous_formula():
+    # Before the policy-gradient menu the objective was: token mean of -min(rA, clip(r)A) per micro-batch,
+    # minus entropy_coef * the token-mean entropy. The defaults must give exactly those numbers.
+    from rlhf.masked import masked_mean
+    from rlhf.models.forward import policy_logprobs
+
+    model = _model()
+    mini = _experience(model)
+    assert with_loss_denominator(mini, "token_mean", NORM_LEN, parts=4) is mini
+    for micro in plan_micro_batches(mini, 2):
+        loss, metrics = policy_micro_batch_loss(model, micro, clip_eps=0.2, entropy_coef=0.01)
+        logprobs, entropy = policy_logprobs(model, micro.sequences, micro.attention_mask, micro.prompt_len, True)
+        keep = micro.response_mask.bool()
+        log_ratio = torch.where(keep, logprobs - micro.old_logprobs, torch.zeros(()).double())
+        adv = torch.where(keep, micro.advantages, torch.zeros(()).double())
+        ratio = torch.exp(log_ratio)
+        before = masked_mean(-torch.minimum(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv), keep)
+        before = before - 0.01 * masked_mean(entropy, micro.response_mask)
+        assert loss.item() == before.item()
+        assert "rollout/mismatch_kl" not in metrics and "policy/kl_loss" not in metrics
