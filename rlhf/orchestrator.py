@@ -42,6 +42,7 @@ from rlhf.models.loading import context_limit
 from rlhf.modes.runtime import (evaluation_due, generate_rollout, probe_general, push_policy_weights, save_best,
                                 score_rollout)
 from rlhf.records import Experience, RolloutBatch, TrainStats
+from rlhf.rewards.columns import score_args
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import collect_generations
 from rlhf.rollout.schedule import GenerationSchedule, InFlight
@@ -302,7 +303,8 @@ class PPOOrchestrator:
                                  self.weights_version)
         generations = collect_generations(in_flight.pending, fetch=get_fail_fast)
         return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
-                               generations, self.tokenizer, policy_version=in_flight.weights_version)
+                               generations, self.tokenizer, policy_version=in_flight.weights_version,
+                               prompt_columns=[p.columns for p in prompts])
 
     def evaluate(self, step: int) -> dict:
         """Held-out reward (one seeded sample per eval prompt), the general probe, the gate."""
@@ -336,9 +338,7 @@ class PPOOrchestrator:
         critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
         reward = self.groups["reward"]
         rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
-        score_refs = reward.call_each("score", [
-            ([rollout.prompts[i] for i in r], [rollout.responses[i] for i in r], seq[r], attn[r]) for r in rows
-        ])
+        score_refs = reward.call_each("score", [score_args(rollout, r) for r in rows])
         logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None
                     else _cat_split(policy_refs))
         ref_logprobs = _cat_split(ref_refs)

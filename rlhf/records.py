@@ -6,7 +6,7 @@ tensors are [B, R] and line up with `sequences[:, P:]`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 import torch
@@ -34,6 +34,8 @@ class RolloutBatch:
     """B dataset row of each prompt; samples of one prompt are consecutive."""
     policy_version: int
     """The policy step whose weights generated this batch."""
+    columns: list[dict] = field(default_factory=list)
+    """B dicts: the other fields of each sample's data row (empty when the caller passed none)."""
 
     def __len__(self) -> int:
         return self.sequences.shape[0]

@@ -31,6 +31,7 @@ from rlhf.masked import masked_sum
 from rlhf.models.loading import load_tokenizer
 from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
 from rlhf.rollout.sampling import engine_sampling
+from rlhf.rewards.columns import score_args
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import generate_on_engines
 
@@ -113,7 +114,7 @@ def generate_rollout(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[
     prompt_ids = [p.token_ids for p in prompts]
     generations = generate_on_engines(engines.handles, prompt_ids, engine_sampling(cfg.rollout, n, seed))
     return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts], generations, tokenizer,
-                           policy_version=policy_version)
+                           policy_version=policy_version, prompt_columns=[p.columns for p in prompts])
 
 
 def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int,
@@ -130,10 +131,7 @@ def push_policy_weights(policy: ActorGroup, engines: ActorGroup, version: int,
 def score_rollout(reward: ActorGroup, rollout: RolloutBatch) -> torch.Tensor:
     """One score per sample [B] from the reward source (rows split over its replicas)."""
     rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
-    refs = reward.call_each("score", [
-        ([rollout.prompts[i] for i in r], [rollout.responses[i] for i in r], rollout.sequences[r],
-         rollout.attention_mask[r]) for r in rows if len(r)
-    ])
+    refs = reward.call_each("score", [score_args(rollout, r) for r in rows if len(r)])
     return torch.cat(ray.get(refs)).float()
 
 
