@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 # Roles whose actors hold no training state: Ray may restart them and the phase is retried.
-RESTARTABLE_ROLES = ("rollout", "reference", "reward")
+RESTARTABLE_ROLES = ("rollout", "reference", "reward", "env")
 
 
 class TrainingRankDied(RuntimeError):

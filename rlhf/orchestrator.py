@@ -23,6 +23,7 @@ from typing import Optional
 import ray
 import torch
 
+from actors.env import EnvActor, EnvironmentGroup
 from actors.frozen import ReferenceActor, RewardActor
 from actors.groups import ActorGroup, Placement
 from actors.rollout import RolloutActor
@@ -45,6 +46,8 @@ from rlhf.records import Experience, RolloutBatch, TrainStats
 from rlhf.rewards.columns import score_args
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import collect_generations
+from rlhf.rollout.sampling import engine_sampling
+from rlhf.rollout.episodes import generate_episode_rollout, uses_reward_source, with_episode_rewards
 from rlhf.rollout.schedule import GenerationSchedule, InFlight
 from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 
@@ -120,6 +123,8 @@ class PPOOrchestrator:
         names = ["policy", "reward", "rollout"] if self.reference_folded else ["policy", "reference", "reward", "rollout"]
         if self.cfg.algorithm.uses_critic:
             names.insert(1, "critic")
+        if self.cfg.rollout.env:  # multi-turn episodes: the environments' actor group
+            names.append("env")
         return names
 
     def start(self, resume: bool = False) -> None:
@@ -133,6 +138,8 @@ class PPOOrchestrator:
             self.groups["reference"] = self._spawn("reference", ReferenceActor)
         self.groups["reward"] = self._spawn("reward", RewardActor)
         self.groups["rollout"] = self._spawn("rollout", RolloutActor, self.engine.name, self.sleep_engines)
+        if "env" in names:
+            self.groups["env"] = self._spawn("env", EnvActor)
         self.write_placement()
         self._log_group_memory()
         if resume or cfg.trainer.resume == "auto":
@@ -182,7 +189,7 @@ class PPOOrchestrator:
         return ActorGroup(role, handles)
 
     def shutdown(self) -> None:
-        for name in ("rollout", "reward", "reference", "critic", "policy"):
+        for name in ("env", "rollout", "reward", "reference", "critic", "policy"):
             for handle in self.groups.get(name, ActorGroup(name, [])).handles:
                 ray.kill(handle, no_restart=True)
         self.groups.clear()
@@ -240,7 +247,7 @@ class PPOOrchestrator:
             prompts, in_flight = self.schedule.take(step)
             # pop(): a retry after an engine restart finds the list empty and generates afresh.
             rollout = self._phase("generate", lambda: self.generate(prompts, step, in_flight.pop() if in_flight else None),
-                                  stateful=("rollout",))
+                                  stateful=("rollout", "env"))
             if self.sleep_engines:
                 get_fail_fast(self.groups["rollout"].call("sleep"))
         if cfg.rollout.async_generation and step < cfg.trainer.steps and not self.stop_requested:
@@ -292,12 +299,20 @@ class PPOOrchestrator:
         metrics["faults/actor_restarts"] = self.supervisor.restarts
         n = cfg.logging.sample_completions
         samples = (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist())
+        if rollout.episodes is not None:  # multi-turn: episode metrics and whole transcripts
+            metrics.update(rollout.episodes.metrics)
+            samples += (rollout.episodes.transcripts[:n],)
         return metrics, samples
 
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int, in_flight: Optional[InFlight] = None) -> RolloutBatch:
         """The step's rollout: collected from requests already in flight, else generated now. A retry
         after an engine restart passes none (the lost requests are submitted again)."""
+        if self.cfg.rollout.env:
+            return generate_episode_rollout(self.cfg.rollout, self.groups["rollout"].handles,
+                                            EnvironmentGroup(self.groups["env"], get_fail_fast), self.tokenizer,
+                                            prompts, self.schedule.sampling_for(step),
+                                            self.cfg.rollout.samples_per_prompt, self.weights_version, get_fail_fast)
         if in_flight is None:
             in_flight = InFlight(self.schedule.submit(self.groups["rollout"].handles, prompts, step),
                                  self.weights_version)
@@ -309,11 +324,21 @@ class PPOOrchestrator:
     def evaluate(self, step: int) -> dict:
         """Held-out reward (one seeded sample per eval prompt), the general probe, the gate."""
         cfg, metrics = self.cfg, {}
-        if self.eval_prompts:
+        if self.eval_prompts and cfg.rollout.env:  # multi-turn: one seeded episode per eval prompt
+            rollout = self._phase("evaluate", lambda: generate_episode_rollout(
+                cfg.rollout, self.groups["rollout"].handles, EnvironmentGroup(self.groups["env"], get_fail_fast),
+                self.tokenizer, self.eval_prompts, engine_sampling(cfg.rollout, 1, EVAL_SEED + cfg.trainer.seed), 1,
+                step, get_fail_fast), stateful=("rollout", "env"))
+            source = (self._phase("evaluate", lambda: score_rollout(self.groups["reward"], rollout), stateful=("reward",))
+                      if uses_reward_source(cfg.rollout) else None)
+            scores = with_episode_rewards(cfg.rollout, rollout, source)
+            metrics.update({f"eval/{k}": v for k, v in rollout.episodes.metrics.items()})
+        elif self.eval_prompts:
             rollout = self._phase("evaluate", lambda: generate_rollout(
                 cfg, self.groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=EVAL_SEED + cfg.trainer.seed,
                 policy_version=step), stateful=("rollout",))
             scores = self._phase("evaluate", lambda: score_rollout(self.groups["reward"], rollout), stateful=("reward",))
+        if self.eval_prompts:
             finite = scores[torch.isfinite(scores)]
             metrics["eval/reward/mean"] = float(finite.mean()) if len(finite) else float("nan")
         if self.probe is not None:
@@ -338,12 +363,13 @@ class PPOOrchestrator:
         critic_refs = fan_out(self.groups["critic"]) if "critic" in self.groups else None
         reward = self.groups["reward"]
         rows = torch.tensor_split(torch.arange(len(rollout)), len(reward))
-        score_refs = reward.call_each("score", [score_args(rollout, r) for r in rows])
+        score_refs = (reward.call_each("score", [score_args(rollout, r) for r in rows])
+                      if uses_reward_source(self.cfg.rollout) else [])
         logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None
                     else _cat_split(policy_refs))
         ref_logprobs = _cat_split(ref_refs)
         values = _cat_split(critic_refs) if critic_refs else None
-        scores = _cat_split(score_refs)
+        scores = with_episode_rewards(self.cfg.rollout, rollout, _cat_split(score_refs) if score_refs else None)
         if self.cfg.reward.clip is not None:
             scores = scores.clamp(-self.cfg.reward.clip, self.cfg.reward.clip)
         return logprobs, ref_logprobs, values, scores

@@ -36,9 +36,23 @@ class RolloutBatch:
     """The policy step whose weights generated this batch."""
     columns: list[dict] = field(default_factory=list)
     """B dicts: the other fields of each sample's data row (empty when the caller passed none)."""
+    episodes: Optional["EpisodeOutcome"] = None
+    """Multi-turn rollouts (`rollout.env`): the environments' side of the batch; None for single turn."""
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
+
+
+@dataclass
+class EpisodeOutcome:
+    """What the environments of a multi-turn batch reported (rlhf.rollout.episodes)."""
+
+    rewards: torch.Tensor
+    """[B] float: each episode's summed step rewards."""
+    metrics: dict[str, float]
+    """episode/* metrics of the batch."""
+    transcripts: list[list[dict]]
+    """B transcripts after the prompt: {"role", "content"} per turn."""
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Callable, Optional, Protocol
 import torch
 
 from rlhf.envs.base import StepResult
-from rlhf.records import RolloutBatch
-from rlhf.rollout.sampling import Generation
+from rlhf.records import EpisodeOutcome, RolloutBatch
+from rlhf.rollout.sampling import Generation, SamplingSpec
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class EpisodeSettings:
     """The chat role observations are written as."""
     tool_output_tokens: int = 64
     """An observation is cut to this many tokens before it enters the conversation."""
+
+
+def episode_settings(rollout) -> EpisodeSettings:
+    """The episode limits of a RolloutConfig."""
+    return EpisodeSettings(rollout.max_turns, rollout.max_total_tokens, rollout.env_role, rollout.tool_output_tokens)
 
 
 class EnvironmentPool(Protocol):
@@ -180,7 +185,8 @@ def _observe(episode: Episode, observation: str, template: TurnTemplate, setting
 
 
 def episodes_to_rollout(episodes: list[Episode], prompt_texts: list[str], prompt_rows: list[int],
-                        prompt_columns: list[dict], pad_id: int, tokenizer, policy_version: int) -> RolloutBatch:
+                        prompt_columns: list[dict], pad_id: int, tokenizer, policy_version: int,
+                        env_time_s: float = 0.0) -> RolloutBatch:
     """[left-padded prompt | right-padded episode] rows; the response mask is the policy mask."""
     prompt_len = max(len(e.prompt_ids) for e in episodes)
     response_len = max(1, max(len(e.tokens) for e in episodes))
@@ -204,6 +210,8 @@ def episodes_to_rollout(episodes: list[Episode], prompt_texts: list[str], prompt
         responses=[tokenizer.decode(e.tokens, skip_special_tokens=True) for e in episodes],
         prompt_index=[prompt_rows[e.prompt_index] for e in episodes], policy_version=policy_version,
         columns=[prompt_columns[e.prompt_index] for e in episodes] if prompt_columns else [],
+        episodes=EpisodeOutcome(torch.tensor([e.reward for e in episodes], dtype=torch.float32),
+                                episode_metrics(episodes, env_time_s), [e.turns for e in episodes]),
     )
 
 
@@ -218,3 +226,41 @@ def episode_metrics(episodes: list[Episode], env_time_s: float) -> dict[str, flo
         "episode/env_time_s": env_time_s,
         "episode/env_reward_mean": sum(e.reward for e in episodes) / count,
     }
+
+
+def generate_episode_rollout(rollout_cfg, engines: list, envs: EnvironmentPool, tokenizer, prompts: list,
+                             spec_for_engine: Callable[[int], SamplingSpec], n: int, policy_version: int,
+                             fetch: Callable[[list], list]) -> RolloutBatch:
+    """The driver's generate phase when `rollout.env` is set: `n` episodes per prompt (rlhf.data.prompts.Prompt)
+    played on the rollout engines (actor handles) and the environments. Turn t samples with each
+    engine's spec for the step, seed mixed with t, one continuation per episode."""
+    from dataclasses import replace
+
+    from rlhf.rollout.dispatch import generate_on_engines
+
+    def generate(contexts: list[list[int]], turn: int) -> list[Generation]:
+        per_turn = lambda i: replace(spec_for_engine(i), n=1, seed=spec_for_engine(i).seed * 1_009 + turn)
+        return generate_on_engines(engines, contexts, per_turn, fetch)
+
+    rows = [{**p.columns, "prompt": p.text} for p in prompts]
+    episodes, env_time = run_episodes(generate, envs, [p.token_ids for p in prompts], rows, n, tokenizer,
+                                      episode_settings(rollout_cfg))
+    return episodes_to_rollout(episodes, [p.text for p in prompts], [p.row for p in prompts],
+                               [p.columns for p in prompts], tokenizer.pad_token_id, tokenizer, policy_version,
+                               env_time)
+
+
+def uses_reward_source(rollout_cfg) -> bool:
+    """Whether `reward.source` is scored: always for single turn; for episodes unless its weight is 0."""
+    return not rollout_cfg.env or rollout_cfg.env_reward_weight != 0
+
+
+def with_episode_rewards(rollout_cfg, rollout: RolloutBatch, source_scores: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B] scores: the source's for single turn (unchanged); for episodes the summed step rewards plus
+    `rollout.env_reward_weight` times the source's (left out when it was not scored)."""
+    if rollout.episodes is None:
+        return source_scores
+    total = rollout.episodes.rewards.clone()
+    if source_scores is not None:
+        total = total + rollout_cfg.env_reward_weight * source_scores
+    return total
