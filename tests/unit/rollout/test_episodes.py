@@ -81,8 +81,6 @@ def test_three_turn_episode_mask_covers_exactly_the_policy_tokens(engine):
         generations_per_turn.append(gens)
         return gens
 
-    import sys
-    sys.modules[__name__].ThreeTurns = ThreeTurns
     envs = LocalEnvironments(f"{__name__}:ThreeTurns")
     settings = EpisodeSettings(max_turns=4, max_total_tokens=200, env_role="tool", tool_output_tokens=64)
     episodes, env_time = run_episodes(generate, envs, prompts, [{"tag": 0}, {"tag": 1}], 1, tokenizer, settings)
@@ -101,8 +99,6 @@ def test_budgets_truncate_episodes(engine):
     builtin, tokenizer = engine
     prompt = chat_ids(tokenizer, [{"role": "user", "content": "Hi"}], True)
     generate = lambda contexts, turn: builtin.generate(contexts, SamplingSpec(n=1, max_new_tokens=6, seed=turn))
-    import sys
-    sys.modules[__name__].ThreeTurns = ThreeTurns
     envs = LocalEnvironments(f"{__name__}:ThreeTurns")
     by_turns, _ = run_episodes(generate, envs, [prompt], [{"tag": 0}], 2, tokenizer,
                                EpisodeSettings(max_turns=2, max_total_tokens=200))
