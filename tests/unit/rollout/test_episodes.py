@@ -120,3 +120,22 @@ def test_turn_template_reads_the_tool_turn_off_the_chat_template(engine):
     assert whole == head + template.observation_ids("51", ended_with_eos=True, max_tokens=64)
     with pytest.raises(ValueError, match="rollout.env_role='robot'"):
         TurnTemplate(tokenizer, "robot")
+
+
+def test_episode_reward_is_step_rewards_plus_weighted_source():
+    from types import SimpleNamespace
+
+    from rlhf.records import EpisodeOutcome, RolloutBatch
+    from rlhf.rollout.episodes import uses_reward_source, with_episode_rewards
+
+    batch = RolloutBatch(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long), torch.ones(2, 1),
+                         torch.zeros(2, 1), 2, ["a", "b"], ["x", "y"], [1, 2], 0)
+    source = torch.tensor([0.5, -1.0])
+    single = SimpleNamespace(env=None, env_reward_weight=1.0)
+    assert with_episode_rewards(single, batch, source) is source and uses_reward_source(single)
+    batch.episodes = EpisodeOutcome(torch.tensor([1.0, 2.0]), {}, [[], []])
+    weighted = SimpleNamespace(env="m:C", env_reward_weight=2.0)
+    # 1 + 2*0.5 = 2; 2 + 2*(-1) = 0
+    assert with_episode_rewards(weighted, batch, source).tolist() == [2.0, 0.0]
+    unused = SimpleNamespace(env="m:C", env_reward_weight=0.0)
+    assert not uses_reward_source(unused) and with_episode_rewards(unused, batch, None).tolist() == [1.0, 2.0]
