@@ -18,7 +18,7 @@ AGENT_FILES = ("agent_train.jsonl", "agent_eval.jsonl", "agent_sft_train.jsonl")
 OPERATORS = ("+", "*")
 TEMPLATES = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}.")
 EVAL_QUESTIONS = 48
-SFT_SHARE = 0.5
+SFT_SHARE = 1.0
 """Share of the training questions that also get an SFT transcript (the rest are RL-only)."""
 
 

@@ -28,6 +28,7 @@ def test_sft_then_grpo_with_tools_learns_held_out_arithmetic(tiny_assets, ray_se
         f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
         f"trainer.output_dir={tmp_path / 'sft'}", "logging.progress=false"])
     run_training(sft)
+    print("SFT loss", [round(m["sft/loss"], 3) for m in read_metrics(str(tmp_path / "sft"))][::25])
     run_training(agent_config(tiny_assets, tmp_path / "rl", tmp_path / "sft" / "final"))
     metrics = read_metrics(str(tmp_path / "rl"))
     evals = [m for m in metrics if "eval/reward/mean" in m]
