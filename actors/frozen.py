@@ -2,6 +2,8 @@
 teacher (full-vocabulary log-probs, and generation). Forward only."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from actors.common import actor, node_ip, prepare_process, where_am_i
@@ -48,8 +50,9 @@ class RewardActor:
         return where_am_i(self.device)
 
     def score(self, prompts: list[str], responses: list[str], sequences: torch.Tensor,
-              attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.source.score(prompts, responses, sequences, attention_mask)
+              attention_mask: torch.Tensor, columns: Optional[dict[str, list]] = None) -> torch.Tensor:
+        """[B] scores; `columns` are the data rows' other fields, one value per response."""
+        return self.source.score(prompts, responses, sequences, attention_mask, columns)
 
 
 @actor

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 # Roles whose actors hold no training state: Ray may restart them and the phase is retried.
-RESTARTABLE_ROLES = ("rollout", "reference", "reward", "teacher")
+RESTARTABLE_ROLES = ("rollout", "reference", "reward", "teacher", "env")
 
 
 class TrainingRankDied(RuntimeError):

@@ -84,9 +84,13 @@ class MetricsLogger:
             self.bar.update(1)
             self.bar.set_postfix({k: f"{metrics[k]:.3f}" for k in PROGRESS_KEYS if isinstance(metrics.get(k), float)})
 
-    def log_samples(self, step: int, prompts: list[str], responses: list[str], scores: list[float]) -> None:
+    def log_samples(self, step: int, prompts: list[str], responses: list[str], scores: list[float],
+                    transcripts: Optional[list[list[dict]]] = None) -> None:
+        """One JSON line per sample; multi-turn episodes add `turns`, the transcript with each turn's role."""
         rows = [{"step": step, "prompt": p, "response": r, "score": _finite_or_none(s)}
                 for p, r, s in zip(prompts, responses, scores)]
+        for row, turns in zip(rows, transcripts or []):
+            row["turns"] = turns
         with open(self.samples_path, "a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")

@@ -6,16 +6,20 @@ tensors are [B, R] and line up with `sequences[:, P:]`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Optional
 
 import torch
 
 
 def _on_device(record, device):
-    """A copy of a record with every tensor field on `device` (no copy for tensors already there)."""
-    moved = {f.name: getattr(record, f.name).to(device) for f in fields(record)
-             if isinstance(getattr(record, f.name), torch.Tensor)}
+    """A copy of a record with every tensor field, and every nested record, on `device` (no copy for
+    tensors already there)."""
+    moved = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, torch.Tensor) or (is_dataclass(value) and hasattr(value, "to")):
+            moved[f.name] = value.to(device)
     return replace(record, **moved)
 
 
@@ -41,12 +45,31 @@ class RolloutBatch:
     """B dataset row of each prompt; samples of one prompt are consecutive."""
     policy_version: int
     """The policy step whose weights generated this batch."""
+    columns: list[dict] = field(default_factory=list)
+    """B dicts: the other fields of each sample's data row (empty when the caller passed none)."""
+    episodes: Optional["EpisodeOutcome"] = None
+    """Multi-turn rollouts (`rollout.env`): the environments' side of the batch; None for single turn."""
 
     def __len__(self) -> int:
         return self.sequences.shape[0]
 
     def to(self, device: torch.device | str) -> "RolloutBatch":
         """The same record with its tensors on `device` (actors move inputs in, results back to the CPU)."""
+        return _on_device(self, device)
+
+
+@dataclass
+class EpisodeOutcome:
+    """What the environments of a multi-turn batch reported (rlhf.rollout.episodes)."""
+
+    rewards: torch.Tensor
+    """[B] float: each episode's summed step rewards."""
+    metrics: dict[str, float]
+    """episode/* metrics of the batch."""
+    transcripts: list[list[dict]]
+    """B transcripts after the prompt: {"role", "content"} per turn."""
+
+    def to(self, device: torch.device | str) -> "EpisodeOutcome":
         return _on_device(self, device)
 
 

@@ -75,6 +75,20 @@ def letter_reward(prompts: list[str], responses: list[str]) -> list[float]:
     return [letter_score(parse_target_letter(p), r) for p, r in zip(prompts, responses)]
 
 
+def answer_char_reward(responses: list[str], answer: list[str]) -> list[float]:
+    """A verifiable reward that reads each row's reference `answer` (a data column, see
+    rlhf.rewards.columns): the fraction of the response's non-whitespace characters that are
+    characters of the answer (1.0 for a response of only the answer's characters). Partial
+    credit, like `letter_score`, so a random-init policy gets a signal from the start."""
+    if len(responses) != len(answer):
+        raise ValueError(f"got {len(responses)} responses but {len(answer)} answers")
+    scores = []
+    for response, reference in zip(responses, answer):
+        chars = [ch for ch in response if not ch.isspace()]
+        scores.append(sum(ch in str(reference) for ch in chars) / len(chars) if chars else 0.0)
+    return scores
+
+
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
 TASKS: dict[str, RewardFn] = {"letters": letter_reward}

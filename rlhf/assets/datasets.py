@@ -32,6 +32,7 @@ DATA_FILES = (
     "sft_train.jsonl", "sft_eval.jsonl",
     "prefs_train.jsonl", "prefs_eval.jsonl",
     "general_eval.txt", "general_prompts.jsonl",
+    "agent_train.jsonl", "agent_eval.jsonl", "agent_sft_train.jsonl",  # rlhf.assets.agent_task
 )
 
 # Written for this project and kept out of corpus.txt, so the tokenizer (and any
@@ -218,4 +219,7 @@ def write_datasets(data_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     from rlhf.assets.tokenizer import read_corpus
 
     out["general_prompts.jsonl"] = write_jsonl(data_dir / "general_prompts.jsonl", general_prompt_rows(read_corpus()))
+    from rlhf.assets.agent_task import write_agent_datasets
+
+    out.update(write_agent_datasets(data_dir, seed, write_jsonl))
     return out

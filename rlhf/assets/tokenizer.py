@@ -13,6 +13,7 @@ Chat format (``rlhf/assets_data/chat_template.jinja``), exactly::
     <s><|system|>\\n{system}<|end|>\\n        (optional, first message only)
     <|user|>\\n{user}<|end|>\\n
     <|assistant|>\\n{assistant}</s>
+    <|user|>\\n<result>{tool}</result><|end|>\\n      (a `tool` turn: an environment's observation)
 
 with no space or newline anywhere else (a following user turn starts right after
 ``</s>``). ``add_generation_prompt=True`` appends ``<|assistant|>\\n``, so a

@@ -51,6 +51,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, list):
             return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif tp is typing.Any:  # free-form values handed on as they are (rollout.env_kwargs)
+        return value
     elif typing.get_origin(tp) is dict:
         key_tp, value_tp = typing.get_args(tp)
         if isinstance(value, dict):

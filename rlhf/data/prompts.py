@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from rlhf.data.reader import DataError, ReadReport, read_rows, require_text
@@ -31,6 +31,8 @@ class Prompt:
     text: str
     """The prompt as the engine sees it (chat template applied)."""
     token_ids: list[int]
+    columns: dict = field(default_factory=dict)
+    """The row's other fields (e.g. a reference `answer`), handed to reward sources and environments."""
 
 
 def prompt_tokenizer(model_path: str, data, trust_remote_code: bool = False):
@@ -83,9 +85,11 @@ def load_prompts(path: str, tokenizer, data: "DataConfig", context_limit: Option
     on_bad_row, apply_chat_template = data.on_bad_row, data.apply_chat_template
     limit, why = prompt_token_limit(max_prompt_tokens, context_limit, max_new_tokens)
     report = ReadReport()
-    rows = read_rows(path, _parse_prompt(prompt_key), on_bad_row, report)
+    parse = _parse_prompt(prompt_key)
+    rows = read_rows(path, lambda row: (parse(row), {k: v for k, v in row.items() if k != prompt_key}),
+                     on_bad_row, report)
     prompts, dropped, truncated = [], 0, 0
-    for number, value in rows:
+    for number, (value, columns) in rows:
         if apply_chat_template:
             messages = value if isinstance(value, list) else [{"role": "user", "content": value}]
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -102,7 +106,7 @@ def load_prompts(path: str, tokenizer, data: "DataConfig", context_limit: Option
             ids = ids[-limit:]  # keep the end: the generation prompt must survive
             text = tokenizer.decode(ids)
             truncated += 1
-        prompts.append(Prompt(row=number, text=text, token_ids=ids))
+        prompts.append(Prompt(row=number, text=text, token_ids=ids, columns=columns))
     if dropped or truncated:
         logger.warning("%s: %s %d prompts over %s", path, "dropped" if dropped else "truncated", dropped + truncated, why)
     if not prompts:

@@ -22,6 +22,7 @@ from rlhf.data.prompts import Prompt
 from rlhf.evaluation.probe import GeneralProbe
 from rlhf.masked import masked_sum
 from rlhf.records import PreferenceBatch, RolloutBatch, TrainStats
+from rlhf.rewards.columns import score_args
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import generate_on_engines
 from rlhf.rollout.sampling import engine_sampling
@@ -56,16 +57,14 @@ def generate(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[Prompt],
     prompt_ids = [p.token_ids for p in prompts]
     generations = generate_on_engines(engines.handles, prompt_ids, engine_sampling(cfg.rollout, n, seed))
     return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts], generations, tokenizer,
-                           policy_version=policy_version)
+                           policy_version=policy_version, prompt_columns=[p.columns for p in prompts])
 
 
 # ------------------------------------------------------------------------------------ score
 def submit_scores(reward: ActorGroup, rollout: RolloutBatch) -> list:
     """One `score` call per reward replica on its share of the rows; returns the object refs."""
-    return reward.call_each("score", [
-        ([rollout.prompts[i] for i in rows], [rollout.responses[i] for i in rows], rollout.sequences[rows],
-         rollout.attention_mask[rows]) for rows in split_rows(len(rollout), len(reward)) if len(rows)
-    ])
+    return reward.call_each("score", [score_args(rollout, rows)
+                                      for rows in split_rows(len(rollout), len(reward)) if len(rows)])
 
 
 def clipped(scores: torch.Tensor, clip: Optional[float]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from actors.env import EnvActor, EnvironmentGroup
 from actors.frozen import ReferenceActor, RewardActor
 from actors.rollout import RolloutActor
 from rlhf.algorithms.dynamic_sampling import RESAMPLE_SEED_STRIDE, dynamic_sampling_round
@@ -35,6 +36,8 @@ from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.records import Experience, RolloutBatch
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import collect_generations
+from rlhf.rollout.episodes import generate_episode_rollout, uses_reward_source, with_episode_rewards
+from rlhf.rollout.sampling import engine_sampling
 from rlhf.rollout.schedule import GenerationSchedule, InFlight
 from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 from rlhf.seeds import eval_seed, step_seed
@@ -80,8 +83,9 @@ class PPOMode:
 
     def frozen_groups(self) -> dict[str, tuple]:
         reference = {} if self.reference_folded else {"reference": (ReferenceActor, ())}
+        env = {"env": (EnvActor, ())} if self.cfg.rollout.env else {}  # multi-turn: the environments' group
         return {**reference, "reward": (RewardActor, ()), "rollout": (RolloutActor, (self.engine.name,
-                                                                                     self.sleep_engines))}
+                                                                                     self.sleep_engines)), **env}
 
     @property
     def has_held_out(self) -> bool:
@@ -111,7 +115,7 @@ class PPOMode:
             prompts, in_flight = self.schedule.take(step)
             # pop(): a retry after an engine restart finds the list empty and generates afresh.
             rollout = rt.phase("generate", lambda: self.generate(prompts, step, in_flight.pop() if in_flight else None),
-                               stateful=("rollout",))
+                               stateful=("rollout", "env"))
             if self.sleep_engines:
                 phases.get_fail_fast(groups["rollout"].call("sleep"))
         if cfg.rollout.async_generation and step < cfg.trainer.steps and not rt.stop_requested:
@@ -126,7 +130,7 @@ class PPOMode:
                     rollout, (logprobs, ref_logprobs, values, scores),
                     lambda r: rt.phase("generate", lambda: self.generate(
                         self.sampler.next_batch(cfg.trainer.prompts_per_step), step + r * RESAMPLE_SEED_STRIDE),
-                        stateful=("rollout",)),
+                        stateful=("rollout", "env")),
                     lambda more: rt.phase("experience", lambda: self.make_experience(more),
                                           stateful=("reference", "reward")))
         phases.warn_nonfinite(scores, step)
@@ -169,18 +173,30 @@ class PPOMode:
                                    train_metrics, timings, has_critic="critic" in groups)
         metrics.update(length_metrics, **(sampling_metrics if cfg.algorithm.dynamic_sampling else {}))
         n = cfg.logging.sample_completions
-        return StepOutput(metrics, bad, (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist()))
+        samples = (rollout.prompts[:n], rollout.responses[:n], scores[:n].tolist())
+        if rollout.episodes is not None:  # multi-turn: episode metrics and whole transcripts
+            metrics.update(rollout.episodes.metrics)
+            samples += (rollout.episodes.transcripts[:n],)
+        return StepOutput(metrics, bad, samples)
 
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int, in_flight: Optional[InFlight] = None) -> RolloutBatch:
         """The step's rollout: collected from requests already in flight, else generated now. A retry
         after an engine restart passes none (the lost requests are submitted again)."""
+        groups = self.runtime.groups
+        if self.cfg.rollout.env:  # multi-turn episodes, turn by turn on the engines and the environments
+            return generate_episode_rollout(self.cfg.rollout, groups["rollout"].handles,
+                                            EnvironmentGroup(groups["env"], phases.get_fail_fast), self.tokenizer,
+                                            prompts, self.schedule.sampling_for(step),
+                                            self.cfg.rollout.samples_per_prompt, self.runtime.weights_version,
+                                            phases.get_fail_fast)
         if in_flight is None:
             in_flight = InFlight(self.schedule.submit(self.runtime.groups["rollout"].handles, prompts, step),
                                  self.runtime.weights_version)
         generations = collect_generations(in_flight.pending, fetch=phases.get_fail_fast)
         return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
-                               generations, self.tokenizer, policy_version=in_flight.weights_version)
+                               generations, self.tokenizer, policy_version=in_flight.weights_version,
+                               prompt_columns=[p.columns for p in prompts])
 
     def make_experience(self, rollout: RolloutBatch):
         groups = self.runtime.groups
@@ -189,11 +205,12 @@ class PPOMode:
         ref_refs = (phases.submit_forward(groups["policy"], rollout, "forward_reference") if self.reference_folded
                     else phases.submit_forward(groups["reference"], rollout))
         critic_refs = phases.submit_forward(groups["critic"], rollout) if "critic" in groups else None
-        score_refs = phases.submit_scores(groups["reward"], rollout)
+        score_refs = phases.submit_scores(groups["reward"], rollout) if uses_reward_source(self.cfg.rollout) else []
         logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None
                     else phases.gather(policy_refs))
         values = phases.gather(critic_refs) if critic_refs else None
-        scores = phases.clipped(phases.gather(score_refs), self.cfg.reward.clip)
+        source_scores = phases.gather(score_refs) if score_refs else None
+        scores = phases.clipped(with_episode_rewards(self.cfg.rollout, rollout, source_scores), self.cfg.reward.clip)
         return logprobs, phases.gather(ref_refs), values, scores
 
     def update(self, experience: Experience, step: int) -> dict:
@@ -210,12 +227,24 @@ class PPOMode:
         return phases.train_groups(self.runtime.groups, {role: mini_batches for role in self.trained_roles()})
 
     def evaluate(self) -> dict:
-        """Held-out reward: one seeded sample per eval prompt, clipped like training's."""
-        cfg, rt = self.cfg, self.runtime
-        rollout = rt.phase("evaluate", lambda: phases.generate(
-            cfg, rt.groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-            policy_version=rt.step), stateful=("rollout",))
-        scores = rt.phase("evaluate", lambda: phases.score(rt.groups["reward"], rollout, cfg.reward.clip),
-                          stateful=("reward",))
+        """Held-out reward: one seeded sample (or episode) per eval prompt, clipped like training's."""
+        cfg, rt, metrics = self.cfg, self.runtime, {}
+        groups = rt.groups
+        if cfg.rollout.env:  # multi-turn: one seeded episode per eval prompt
+            rollout = rt.phase("evaluate", lambda: generate_episode_rollout(
+                cfg.rollout, groups["rollout"].handles, EnvironmentGroup(groups["env"], phases.get_fail_fast),
+                self.tokenizer, self.eval_prompts, engine_sampling(cfg.rollout, 1, eval_seed(cfg.trainer.seed)), 1,
+                rt.step, phases.get_fail_fast), stateful=("rollout", "env"))
+            source = (rt.phase("evaluate", lambda: phases.score(groups["reward"], rollout, None), stateful=("reward",))
+                      if uses_reward_source(cfg.rollout) else None)
+            scores = phases.clipped(with_episode_rewards(cfg.rollout, rollout, source), cfg.reward.clip)
+            metrics.update({f"eval/{k}": v for k, v in rollout.episodes.metrics.items()})
+        else:
+            rollout = rt.phase("evaluate", lambda: phases.generate(
+                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
+                policy_version=rt.step), stateful=("rollout",))
+            scores = rt.phase("evaluate", lambda: phases.score(groups["reward"], rollout, cfg.reward.clip),
+                              stateful=("reward",))
         finite = scores[torch.isfinite(scores)]
-        return {"eval/reward/mean": float(finite.mean()) if len(finite) else float("nan")}
+        metrics["eval/reward/mean"] = float(finite.mean()) if len(finite) else float("nan")
+        return metrics

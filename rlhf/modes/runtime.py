@@ -51,7 +51,7 @@ from rlhf.summary import headline
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SHUTDOWN_ORDER = ("rollout", "reward", "teacher", "reference", "critic", "policy")
+SHUTDOWN_ORDER = ("env", "rollout", "reward", "teacher", "reference", "critic", "policy")
 
 
 @dataclass
@@ -61,8 +61,8 @@ class StepOutput:
     metrics: dict
     bad: list[str] = field(default_factory=list)
     """Why this step's update was skipped for non-finite numbers (empty: a good step)."""
-    samples: Optional[tuple[list[str], list[str], list[float]]] = None
-    """(prompts, responses, scores) for samples.jsonl."""
+    samples: Optional[tuple] = None
+    """(prompts, responses, scores[, transcripts]) for samples.jsonl (transcripts: multi-turn episodes)."""
 
 
 class Runtime:

@@ -1,7 +1,7 @@
 """The reward-source interface."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Optional, Protocol
 
 import torch
 
@@ -10,9 +10,11 @@ class RewardSource(Protocol):
     name: str
 
     def score(
-        self, prompts: list[str], responses: list[str], sequences: torch.Tensor, attention_mask: torch.Tensor
+        self, prompts: list[str], responses: list[str], sequences: torch.Tensor, attention_mask: torch.Tensor,
+        columns: Optional[dict[str, list]] = None,
     ) -> torch.Tensor:
-        """One float score per response, [B]. Text sources use the strings, model sources the token rows."""
+        """One float score per response, [B]. Text sources use the strings, model sources the token rows;
+        `columns` holds the data rows' other fields, one value per response (rlhf.rewards.columns)."""
         ...
 
 

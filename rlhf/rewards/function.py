@@ -1,4 +1,8 @@
-"""A Python function as the reward: `module:function`, called with lists of strings."""
+"""A Python function as the reward: `module:function`, called as `fn(prompts=[...], responses=[...], **columns)`.
+
+`columns` are the data rows' other fields as lists (`answer=[...]`); a function that does not
+name them is called with only what its signature takes, so `def f(prompts, responses)` still works.
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,6 +13,7 @@ from typing import Callable
 import torch
 
 from rlhf.rewards.base import check_scores
+from rlhf.rewards.columns import call_with_accepted
 
 
 def import_function(spec: str) -> Callable:
@@ -31,5 +36,7 @@ class FunctionReward:
         self.name = f"function:{spec}"
         self.fn = import_function(spec)
 
-    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
-        return check_scores(self.fn(prompts=list(prompts), responses=list(responses)), len(responses), self.name)
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
+        # The texts win over a data field of the same name: they are what is being scored.
+        kwargs = {**(columns or {}), "prompts": list(prompts), "responses": list(responses)}
+        return check_scores(call_with_accepted(self.fn, **kwargs), len(responses), self.name)

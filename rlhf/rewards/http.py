@@ -1,7 +1,8 @@
 """A remote reward server as the reward: batched POSTs of the texts, scores back.
 
 Protocol (what `python -m rlhf.rewards.server` speaks): POST `reward.http.url` with
-`{"prompts": [...], "responses": [...]}`, reply `{"scores": [...]}`, one number per
+`{"prompts": [...], "responses": [...], "columns": {"answer": [...], ...}}` (the data rows'
+other fields, one value per response), reply `{"scores": [...]}`, one number per
 response, in order. A reply with a wrong count or non-numbers counts as a failed
 attempt (retried, then an error naming the URL), never as zeros.
 """
@@ -31,11 +32,12 @@ class HttpReward:
     def __repr__(self) -> str:  # never show the key
         return f"HttpReward({self.url!r})"
 
-    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
         parts = []
         for start in range(0, len(responses), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            payload = {"prompts": list(prompts[chunk]), "responses": list(responses[chunk])}
+            payload = {"prompts": list(prompts[chunk]), "responses": list(responses[chunk]),
+                       "columns": {name: list(values[chunk]) for name, values in (columns or {}).items()}}
             expected = len(payload["responses"])
             parts.append(post_json(self.url, payload, self.policy,
                                    check=lambda reply, n=expected: scores_from_reply(reply, n, self.url),

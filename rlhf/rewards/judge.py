@@ -82,8 +82,9 @@ class LocalJudge:
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
 
     @torch.no_grad()
-    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
-        rows = [judge_input_ids(self.tokenizer, self.rubric.render(p, r)) for p, r in zip(prompts, responses)]
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
+        rows = [judge_input_ids(self.tokenizer, self.rubric.render(p, r, f))
+                for p, r, f in zip(prompts, responses, row_fields(columns, len(responses)))]
         scores = torch.full((len(rows),), float("nan"))
         fits = [i for i, r in enumerate(rows) if self.max_positions is None or len(r) <= self.max_positions]
         if len(fits) < len(rows):
@@ -96,6 +97,11 @@ class LocalJudge:
             last = causal_lm_logits(self.model, ids.to(self.model.device), mask.to(self.model.device))[:, -1].cpu()
             scores[index] = expected_answer_value(last, self.answer_ids, self.values)
         return check_scores(scores, len(responses), self.name)
+
+
+def row_fields(columns: Optional[dict[str, list]], n: int) -> list[dict]:
+    """{field: [values]} back to one dict per response (the rubric fills one response at a time)."""
+    return [{name: values[i] for name, values in (columns or {}).items()} for i in range(n)]
 
 
 def reply_text(reply) -> str:
@@ -124,17 +130,17 @@ class ApiJudge:
     def __repr__(self) -> str:  # never show the key
         return f"ApiJudge({self.url!r}, model={self.model!r})"
 
-    def _score_one(self, prompt: str, response: str) -> float:
+    def _score_one(self, prompt: str, response: str, fields: Optional[dict] = None) -> float:
         payload = {
             "model": self.model,
-            "messages": [{"role": "user", "content": self.rubric.render(prompt, response)}],
+            "messages": [{"role": "user", "content": self.rubric.render(prompt, response, fields)}],
             "temperature": 0,
             "max_tokens": self.max_tokens,
         }
         return post_json(self.url, payload, self.policy, check=lambda r: self.rubric.parse_reply(reply_text(r)),
                          api_key=self._api_key)
 
-    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            scores = list(pool.map(self._score_one, prompts, responses))
+            scores = list(pool.map(self._score_one, prompts, responses, row_fields(columns, len(responses))))
         return check_scores(scores, len(responses), self.name)

@@ -18,7 +18,8 @@ class ModelReward:
         self.micro_batch_size = micro_batch_size
 
     @torch.no_grad()
-    def score(self, prompts, responses, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def score(self, prompts, responses, sequences: torch.Tensor, attention_mask: torch.Tensor,
+              columns=None) -> torch.Tensor:
         device = self.model.device
         scores = over_micro_batches(partial(sequence_scores, self.model), self.micro_batch_size,
                                     sequences.to(device), attention_mask.to(device)).cpu()

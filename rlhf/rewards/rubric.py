@@ -2,7 +2,8 @@
 
 A rubric is a YAML file the user edits (the packaged default is `rubrics/letters.yaml`):
 
-    template: |            # {prompt} and {response} are replaced by the texts to judge
+    template: |            # {prompt} and {response} are replaced by the texts to judge, {answer} (any
+      ...                  #   field of the data row) by that row's value
       ...
     answers:               # answer text -> score
       "0": 0.0
@@ -30,9 +31,15 @@ class Rubric:
     answers: dict[str, float]
     path: str = "<inline>"
 
-    def render(self, prompt: str, response: str) -> str:
-        # str.replace, not str.format: prompts and responses may hold braces.
-        return self.template.replace("{prompt}", prompt).replace("{response}", response)
+    def render(self, prompt: str, response: str, fields: Optional[dict] = None) -> str:
+        """The judge's input; `fields` (the data row's other fields) fill their `{name}` slots first."""
+        # str.replace, not str.format: prompts and responses may hold braces. The texts go in last so
+        # a brace pattern inside a response is never taken for a slot.
+        text = self.template
+        for name, value in (fields or {}).items():
+            if name not in ("prompt", "response"):
+                text = text.replace("{" + name + "}", str(value))
+        return text.replace("{prompt}", prompt).replace("{response}", response)
 
     def parse_reply(self, reply: str) -> float:
         """The score of the first answer found in a judge's reply; ValueError if there is none."""

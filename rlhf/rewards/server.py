@@ -1,10 +1,11 @@
 """A reward server for any reward function: `python -m rlhf.rewards.server --function module:fn`.
 
-POST /score  {"prompts": [...], "responses": [...]}  ->  {"scores": [...]}
+POST /score  {"prompts": [...], "responses": [...], "columns": {...}}  ->  {"scores": [...]}
 GET  /health                                         ->  {"ok": true, "function": "module:fn"}
 
 The function is imported like `reward.function` (working directory or PYTHONPATH) and
-called as fn(prompts=[...], responses=[...]). Bad requests get 400, a wrong or missing
+called as fn(prompts=[...], responses=[...], **columns) with what its signature takes
+(`columns`, optional: the data rows' other fields as lists). Bad requests get 400, a wrong or missing
 bearer token 401, a function that raises or returns a wrong count / non-numbers 500,
 all with a JSON {"error": ...}. It binds to 127.0.0.1 unless told otherwise; with
 `--api-key-env VAR` it requires `Authorization: Bearer $VAR`.
@@ -20,13 +21,14 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 
+from rlhf.rewards.columns import call_with_accepted
 from rlhf.rewards.function import import_function
 
 logger = logging.getLogger("rlhf.rewards.server")
 
 
-def parse_request(body) -> tuple[list[str], list[str]]:
-    """(prompts, responses) of a request body, or ValueError saying what is wrong with it."""
+def parse_request(body) -> tuple[list[str], list[str], dict[str, list]]:
+    """(prompts, responses, columns) of a request body, or ValueError saying what is wrong with it."""
     if not isinstance(body, dict):
         raise ValueError("request must be a JSON object with 'prompts' and 'responses'")
     prompts, responses = body.get("prompts"), body.get("responses")
@@ -35,13 +37,19 @@ def parse_request(body) -> tuple[list[str], list[str]]:
             raise ValueError(f"'{key}' must be a list of strings")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    return prompts, responses
+    columns = body.get("columns") or {}
+    if not isinstance(columns, dict) or not all(isinstance(v, list) and len(v) == len(responses)
+                                                for v in columns.values()):
+        raise ValueError("'columns' must map each field name to a list of one value per response")
+    return prompts, responses, columns
 
 
-def call_function(fn: Callable, spec: str, prompts: list[str], responses: list[str]) -> list[float]:
+def call_function(fn: Callable, spec: str, prompts: list[str], responses: list[str],
+                  columns: Optional[dict[str, list]] = None) -> list[float]:
     """fn's scores as floats, or RuntimeError naming the function and what it got wrong."""
     try:
-        scores = [float(s) for s in fn(prompts=prompts, responses=responses)]
+        kwargs = {**(columns or {}), "prompts": prompts, "responses": responses}
+        scores = [float(s) for s in call_with_accepted(fn, **kwargs)]
     except Exception as err:
         raise RuntimeError(f"{spec} failed: {type(err).__name__}: {err}") from None
     if len(scores) != len(responses):
@@ -77,11 +85,11 @@ def make_handler(fn: Callable, spec: str, api_key: Optional[str]) -> type[BaseHT
             except (ValueError, UnicodeDecodeError):
                 return self._reply(400, {"error": "body is not JSON"})
             try:
-                prompts, responses = parse_request(body)
+                prompts, responses, columns = parse_request(body)
             except ValueError as err:
                 return self._reply(400, {"error": str(err)})
             try:
-                scores = call_function(fn, spec, prompts, responses)
+                scores = call_function(fn, spec, prompts, responses, columns)
             except RuntimeError as err:  # the user's function failed: the client retries, then reports
                 logger.error("%s", err)
                 return self._reply(500, {"error": str(err)})

@@ -18,10 +18,10 @@ class WeightedReward:
         self.weights = weights
         self.name = "weighted(" + ", ".join(f"{weights[n]:g}*{s.name}" for n, s in sources.items()) + ")"
 
-    def score(self, prompts, responses, sequences=None, attention_mask=None) -> torch.Tensor:
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
         total = torch.zeros(len(responses))
         for name, source in self.sources.items():
-            part = check_scores(source.score(prompts, responses, sequences, attention_mask), len(responses),
+            part = check_scores(source.score(prompts, responses, sequences, attention_mask, columns), len(responses),
                                 source.name)
             total = total + self.weights[name] * part
         return total

@@ -1,6 +1,8 @@
 """Turn engine generations into a padded `RolloutBatch`."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from rlhf.records import RolloutBatch
@@ -14,11 +16,13 @@ def collate_rollout(
     generations: list[Generation],
     tokenizer,
     policy_version: int,
+    prompt_columns: Optional[list[dict]] = None,
 ) -> RolloutBatch:
     """Lay out [left-padded prompt | right-padded response] rows, one per generation, in order.
 
     A generation with no tokens keeps one pad token with mask 0, so every row has a
     response block and the math sees an all-masked row (zero advantage), not a crash.
+    `prompt_columns` (one dict per prompt: its data row's other fields) is copied onto each sample.
     """
     pad_id = tokenizer.pad_token_id
     prompt_len = max(len(prompt_token_ids[g.prompt_index]) for g in generations)
@@ -48,4 +52,5 @@ def collate_rollout(
         responses=[tokenizer.decode(g.token_ids, skip_special_tokens=True) for g in generations],
         prompt_index=[prompt_rows[g.prompt_index] for g in generations],
         policy_version=policy_version,
+        columns=[prompt_columns[g.prompt_index] for g in generations] if prompt_columns else [],
     )

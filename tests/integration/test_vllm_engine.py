@@ -112,3 +112,30 @@ def test_logprobs_match_the_policy_only_after_the_weight_push(engines, tokenizer
     assert ray.get([e.load_weights.remote(blob, 1) for e in engines]) == [1, 1]
     fresh, _ = _generate(engines, ids, tok, spec)
     assert _max_gap(policy, fresh) < 1e-4
+
+
+def test_three_turn_episodes_on_vllm_keep_earlier_turns_and_mask_only_policy_tokens(engines, tokenizer_and_ids,
+                                                                                    tiny_assets):
+    # Issue 17: the same layout checks as the built-in engine's (tests/unit/rollout/test_episodes.py),
+    # on two vLLM engines through the driver's dispatch; and the engines' log-probs of the policy
+    # tokens match the trainer's forward over the whole episode (observation tokens as context).
+    from rlhf.envs.pool import LocalEnvironments
+    from rlhf.rollout.episodes import EpisodeSettings, TurnTemplate, episodes_to_rollout, run_episodes
+    from tests.unit.rollout.test_episodes import check_episode_layout
+
+    tok, ids = tokenizer_and_ids
+    contexts_per_turn, generations_per_turn = [], []
+
+    def generate(contexts, turn):
+        contexts_per_turn.append([list(c) for c in contexts])
+        gens = generate_on_engines(engines, contexts, lambda i: SamplingSpec(n=1, max_new_tokens=6, seed=turn * 7 + i))
+        generations_per_turn.append(gens)
+        return gens
+
+    envs = LocalEnvironments("tests.unit.rollout.test_episodes:ThreeTurns")
+    episodes, _ = run_episodes(generate, envs, ids[:2], [{"tag": 0}, {"tag": 1}], 1, tok,
+                               EpisodeSettings(max_turns=4, max_total_tokens=200))
+    rollout = episodes_to_rollout(episodes, PROMPTS[:2], [0, 1], [], tok.pad_token_id, tok, policy_version=0)
+    check_episode_layout(rollout, contexts_per_turn, generations_per_turn, episodes, TurnTemplate(tok, "tool"))
+    policy = load_causal_lm(str(tiny_assets.policy), "float32").eval()
+    assert _max_gap(policy, rollout) < 1e-3

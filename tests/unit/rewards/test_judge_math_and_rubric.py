@@ -84,7 +84,7 @@ class _Const:
     def __init__(self, name, values):
         self.name, self.values = name, values
 
-    def score(self, prompts, responses, sequences=None, attention_mask=None):
+    def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None):
         return torch.tensor(self.values)
 
 
