@@ -73,3 +73,9 @@ def test_lora_checkpoint_holds_only_trainable_weights_and_resumes(tiny_assets, r
     assert size < 1_500_000, size  # adapters + their optimizer state, not the 2.1 MB base
     resumed = run_training(tiny_config(tiny_assets, tmp_path, *common, "trainer.steps=3", "trainer.resume=auto"))
     assert resumed["steps"] == 3 and [m["step"] for m in read_metrics(str(tmp_path))] == [1, 2, 3]
+    # Resumed = uninterrupted: the same samples, rewards, losses and KL at the step after the checkpoint.
+    straight = tmp_path / "straight"
+    run_training(tiny_config(tiny_assets, straight, *common, "trainer.steps=3"))
+    after_resume, uninterrupted = read_metrics(str(tmp_path))[2], read_metrics(str(straight))[2]
+    for key in ("reward/mean", "response_length/mean", "kl/mean", "policy/loss", "kl/coef"):
+        assert after_resume[key] == pytest.approx(uninterrupted[key], rel=1e-4, abs=1e-6), key

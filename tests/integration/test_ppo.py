@@ -88,6 +88,24 @@ def test_adaptive_kl_moves_coefficient_toward_target(ppo_run):
             assert nxt["kl/coef"] > now["kl/coef"]
 
 
+def test_adaptive_kl_grows_the_coefficient_when_kl_exceeds_the_target(tiny_assets, ray_session, tmp_path):
+    """PPO with a critic and a target far below any KL the policy reaches once it moves: from step 2
+    on the measured KL exceeds the target, so the controller must raise the coefficient every step."""
+    steps, target = 6, 1e-4
+    cfg = tiny_config(tiny_assets, tmp_path, f"trainer.steps={steps}", "trainer.save_steps=0",
+                      "ray.policy.replicas=1", f"algorithm.kl.target={target}", "trainer.save_hf_model=false")
+    assert cfg.algorithm.uses_critic
+    run_training(cfg)
+    metrics = read_metrics(str(tmp_path))
+    grew = 0
+    for now, nxt in zip(metrics, metrics[1:]):
+        if now["kl/mean"] > target:
+            assert nxt["kl/coef"] > now["kl/coef"], (now, nxt)
+            grew += 1
+    assert grew >= steps - 2, [m["kl/mean"] for m in metrics]
+    assert metrics[-1]["kl/coef"] > cfg.algorithm.kl.init_coef
+
+
 def test_rollout_logprobs_match_policy_after_weight_push(ppo_run):
     _, _, metrics = ppo_run
     # Step 1 samples from the start weights; every later step from weights pushed by the policy.
@@ -100,8 +118,13 @@ def test_outputs_final_model_and_checkpoints(ppo_run):
     from transformers import AutoModelForCausalLM
 
     cfg, summary, _ = ppo_run
-    model = AutoModelForCausalLM.from_pretrained(summary["final_model"])
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    final = dict(AutoModelForCausalLM.from_pretrained(summary["final_model"]).named_parameters())
+    start = dict(AutoModelForCausalLM.from_pretrained(cfg.model.path).named_parameters())
+    assert final.keys() == start.keys()
+    assert all(torch.isfinite(p).all() for p in final.values())
+    # The trained weights, not the start's: every weight matrix moved.
+    moved = [name for name, p in final.items() if p.dim() == 2 and not torch.equal(p, start[name])]
+    assert len(moved) == sum(p.dim() == 2 for p in final.values()), moved
     ckpts = sorted(os.listdir(os.path.join(cfg.trainer.output_dir, "checkpoints")))
     assert ckpts == [f"step_{STEPS // 2}", f"step_{STEPS}"]
     assert os.path.isfile(os.path.join(cfg.trainer.output_dir, "checkpoints", f"step_{STEPS}", "manifest.json"))
