@@ -13,6 +13,7 @@ import math
 import os
 
 import pytest
+from dependencies import require
 
 from rlhf.config import load
 from rlhf.metrics import read_metrics
@@ -38,7 +39,7 @@ def _learned(metrics) -> tuple[float, float, bool]:
 
 
 def test_grpo_with_a_bf16_vllm_engine_and_tis_learns(tiny_assets, ray_session, tmp_path):
-    pytest.importorskip("vllm")
+    require("vllm")
     # The engine samples in bf16, the trainer computes in float32; no policy forward before the step
     # (old_logprobs: rollout), one update per batch, the TIS weights correct the gap.
     cfg = _config(tiny_assets, tmp_path, "grpo_tiny.yaml", "rollout.engine=vllm", "rollout.dtype=bfloat16",

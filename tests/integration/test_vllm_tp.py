@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from dependencies import require
 import ray
 import torch
 
-pytest.importorskip("vllm")
+require("vllm")
 
 from actors.groups import Placement  # noqa: E402
 from actors.rollout import RolloutActor  # noqa: E402

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from dependencies import require
 
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
@@ -51,7 +52,7 @@ def _assert_synced_collectively(metrics, caplog) -> None:
 
 
 def test_collective_sync_two_vllm_engines_zero3_and_an_engine_restart(tiny_assets, ray_session, tmp_path, caplog):
-    pytest.importorskip("vllm")
+    require("vllm")
     cfg = tiny_config(tiny_assets, tmp_path, "rollout.engine=vllm", "rollout.kv_cache_memory_mb=64",
                       "ray.rollout.replicas=2", "ray.rollout.num_cpus=1", "trainer.zero_stage=3",
                       f"trainer.steps={STEPS}", "trainer.save_steps=0", "trainer.save_hf_model=false",
