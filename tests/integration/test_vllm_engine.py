@@ -124,6 +124,10 @@ def test_three_turn_episodes_on_vllm_keep_earlier_turns_and_mask_only_policy_tok
     from tests.unit.rollout.test_episodes import check_episode_layout
 
     tok, ids = tokenizer_and_ids
+    # The module's engines are shared: the weight-push test above left perturbed weights in them.
+    policy = load_causal_lm(str(tiny_assets.policy), "float32").eval()
+    blob = ray.put(save({k: v.contiguous() for k, v in policy.state_dict().items()}))
+    assert ray.get([e.load_weights.remote(blob, 2) for e in engines]) == [2, 2]
     contexts_per_turn, generations_per_turn = [], []
 
     def generate(contexts, turn):
@@ -137,5 +141,4 @@ def test_three_turn_episodes_on_vllm_keep_earlier_turns_and_mask_only_policy_tok
                                EpisodeSettings(max_turns=4, max_total_tokens=200))
     rollout = episodes_to_rollout(episodes, PROMPTS[:2], [0, 1], [], tok.pad_token_id, tok, policy_version=0)
     check_episode_layout(rollout, contexts_per_turn, generations_per_turn, episodes, TurnTemplate(tok, "tool"))
-    policy = load_causal_lm(str(tiny_assets.policy), "float32").eval()
     assert _max_gap(policy, rollout) < 1e-3
