@@ -71,7 +71,9 @@ def summary_text(summary: dict) -> str:
         lines.append(f"kl coef          {summary['kl_coef']:.5f}")
     if summary.get("evaluation"):
         lines += evaluation_lines(summary["evaluation"])
-    lines += [f"wall time        {summary['wall_s']:.1f} s", f"metrics          {summary['metrics']}"]
+    startup = summary.get("startup_s")
+    lines += [f"wall time        {summary['wall_s']:.1f} s"
+              + (f" (start-up before it: {startup:.1f} s)" if startup is not None else ""), f"metrics          {summary['metrics']}"]
     if summary["final_model"]:
         lines.append(f"final model      {summary['final_model']}")
     lines.append(f"outputs          {summary['output_dir']}")

@@ -92,6 +92,8 @@ class Runtime:
         self.resume = False
         self.stop_signal = int(signal.SIGTERM)
         self.memory_report: dict = {}
+        self.startup_s: Optional[float] = None
+        """Seconds from the start of the run (the `rlhf train` process) to the step loop."""
         module, _, name = self.spec.step.partition(":")
         self.mode = getattr(importlib.import_module(module), name)(cfg, self)  # reads data: bad input fails here
         self.probe = (GeneralProbe.from_config(cfg.eval, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code))
@@ -115,10 +117,14 @@ class Runtime:
         self.resume = resume or cfg.trainer.resume == "auto"
         self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
         self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose))
+        # Every constructor (imports, model loads, engine start) runs at once; only then do the trainers
+        # meet in their process groups. Spawning group by group made start-up the sum of all of them.
         for role in self.mode.trained_roles():
             self.groups[role] = self._spawn_trainers(role)
         for name, (actor_cls, extra_args) in self.mode.frozen_groups().items():
             self.groups[name] = self._spawn(name, actor_cls, *extra_args)
+        for role in self.mode.trained_roles():
+            self._setup_trainers(self.groups[role])
         self.write_placement()
         report = get_fail_fast([self.groups[self.spec.trained[0]].handles[0].memory_report.remote()])[0]
         folded = phases.reference_is_folded(cfg)
@@ -143,12 +149,16 @@ class Runtime:
         return ActorGroup(name, handles)
 
     def _spawn_trainers(self, role: str) -> ActorGroup:
+        """Create the replicas (their constructors load the model); `_setup_trainers` joins them up."""
         world = getattr(self.cfg.ray, role).replicas
-        handles = [TrainingActor.options(**self.placement.options(role, r)).remote(role, self.cfg, r, world)
-                   for r in range(world)]
-        addr, port = ray.get(handles[0].master_address.remote())
-        get_fail_fast([h.setup.remote(addr, port) for h in handles])
-        return ActorGroup(role, handles)
+        return ActorGroup(role, [TrainingActor.options(**self.placement.options(role, r)).remote(role, self.cfg, r, world)
+                                 for r in range(world)])
+
+    @staticmethod
+    def _setup_trainers(group: ActorGroup) -> None:
+        """The process group and the DeepSpeed engine, on every replica at once."""
+        addr, port = get_fail_fast([group.handles[0].master_address.remote()])[0]
+        get_fail_fast(group.call("setup", addr, port))
 
     def write_placement(self) -> None:
         """Where every actor runs: placement.json, the supervisor's pid record, one log line per group."""
@@ -204,9 +214,11 @@ class Runtime:
     def evaluating(self) -> bool:
         return self.mode.has_held_out or self.probe is not None
 
-    def run(self) -> dict:
+    def run(self, started_at: Optional[float] = None) -> dict:
+        """The step loop; `started_at` (wall clock) is when the run began, for `timing/startup_s`."""
         cfg = self.cfg
         fresh = self.step == 0
+        self.startup_s = time.time() - started_at if started_at is not None else None
         metrics_log = MetricsLogger(self.output_dir, to_dict(cfg), cfg.logging.wandb, cfg.logging.progress,
                                     cfg.trainer.steps + int(fresh and self.evaluating), start_step=self.step)
         started = time.perf_counter()
@@ -234,6 +246,8 @@ class Runtime:
                 if self.evaluating and self.evaluation_due(self.step):
                     metrics.update(self.evaluation(self.step))
                 metrics.setdefault("timing/step_s", time.perf_counter() - step_start)
+                if self.startup_s is not None and not self.history:
+                    metrics["timing/startup_s"] = self.startup_s  # once, on this process's first step
                 # 4. Log.
                 metrics_log.log(self.step, metrics)
                 if out.samples is not None:
@@ -353,7 +367,7 @@ class Runtime:
             "mode": self.spec.name, "steps": self.step, "stopped": self.stop_requested, "stop_signal": self.stop_signal,
             "headline": headline(self.history, self.start_metrics, keys),
             **getattr(self.mode, "summary", dict)(), **self.memory_report,
-            "wall_s": wall_s, "output_dir": self.output_dir, "final_model": final_dir,
+            "wall_s": wall_s, "startup_s": self.startup_s, "output_dir": self.output_dir, "final_model": final_dir,
             "metrics": os.path.join(self.output_dir, "metrics.jsonl"),
             **({"evaluation": self.tracker.summary(self.best_dir)} if self.evaluating else {}),
         }

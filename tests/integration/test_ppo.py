@@ -76,6 +76,10 @@ def test_metrics_have_the_documented_keys(ppo_run):
     }
     for row in metrics:
         assert required <= set(row), required - set(row)
+    # Start-up (run start to the step loop) is reported once, on the first step, and in the summary.
+    assert [row["step"] for row in metrics if "timing/startup_s" in row] == [1]
+    startup = metrics[0]["timing/startup_s"]
+    assert startup == ppo_run[1]["startup_s"] and startup > 0
 
 
 def test_adaptive_kl_moves_coefficient_toward_target(ppo_run):
