@@ -1,18 +1,16 @@
-"""Frozen roles: the reference model (log-probs), the reward source (scores) and the distillation
-teacher (full-vocabulary log-probs, and generation). Forward only."""
+"""Frozen model roles: the reference model (log-probs) and the distillation teacher (full-vocabulary
+log-probs, and generation). Forward only. The reward source's actor is actors/reward.py."""
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
-from actors.common import actor, node_ip, prepare_process, where_am_i
+from actors.common import actor, prepare_process, where_am_i
 from actors.rollout import build_engine
 from rlhf.config import Config
 from rlhf.models.forward import over_micro_batches, policy_logprobs, response_vocab_logprobs
 from rlhf.training.micro_batches import response_forward
 from rlhf.models.loading import load_causal_lm
-from rlhf.rewards import build_reward_source
 from rlhf.rollout import Generation, SamplingSpec
 from rlhf.training.devices import actor_device
 
@@ -35,24 +33,6 @@ class ReferenceActor:
         return response_forward(lambda seq, attn, plen: policy_logprobs(self.model, seq, attn, plen)[0],
                                 self.micro_batch_size, sequences.to(self.device), attention_mask.to(self.device),
                                 prompt_len, trim)
-
-
-@actor
-class RewardActor:
-    """Hosts whichever reward source the config names; the driver only sees `score`."""
-
-    def __init__(self, cfg: Config, rank: int = 0) -> None:
-        prepare_process(cfg.ray.reward.num_cpus, cfg.trainer.seed + rank)
-        self.device = actor_device(cfg.ray.reward.num_gpus)
-        self.source = build_reward_source(cfg, device=str(self.device))
-
-    def where(self) -> dict:
-        return where_am_i(self.device)
-
-    def score(self, prompts: list[str], responses: list[str], sequences: torch.Tensor,
-              attention_mask: torch.Tensor, columns: Optional[dict[str, list]] = None) -> torch.Tensor:
-        """[B] scores; `columns` are the data rows' other fields, one value per response."""
-        return self.source.score(prompts, responses, sequences, attention_mask, columns)
 
 
 @actor

@@ -20,6 +20,7 @@ import time
 import torch
 
 from actors import frozen, rollout, trainer
+from actors import reward as reward_actor
 from actors.common import plain_class
 from rlhf.config import load
 from rlhf.data.prompts import load_prompts
@@ -32,7 +33,7 @@ from rlhf.rollout.batch import collate_rollout
 from rlhf.training.devices import tensor_devices
 from rlhf.training.distributed import free_port
 
-ReferenceActor, RewardActor = plain_class(frozen.ReferenceActor), plain_class(frozen.RewardActor)
+ReferenceActor, RewardActor = plain_class(frozen.ReferenceActor), plain_class(reward_actor.RewardActor)
 RolloutActor, TrainingActor = plain_class(rollout.RolloutActor), plain_class(trainer.TrainingActor)
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "ppo_tiny.yaml")
 ROWS = 16

@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 
 from actors.env import EnvActor, EnvironmentGroup
-from actors.frozen import ReferenceActor, RewardActor
+from actors.frozen import ReferenceActor
+from actors.reward import RewardActor
 from actors.rollout import RolloutActor
 from rlhf.algorithms.dynamic_sampling import RESAMPLE_SEED_STRIDE, dynamic_sampling_round
 from rlhf.algorithms.policy_gradient_step import (apply_overlong, micro_batches_per_step, policy_gradient_fields,

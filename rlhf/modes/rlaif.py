@@ -26,7 +26,8 @@ from typing import Optional
 
 import torch
 
-from actors.frozen import ReferenceActor, RewardActor
+from actors.frozen import ReferenceActor
+from actors.reward import RewardActor
 from actors.rollout import RolloutActor
 from rlhf.config import Config
 from rlhf.data.batching import padded_preference_batch

@@ -123,8 +123,7 @@ class Runtime:
             self.groups[role] = self._spawn_trainers(role)
         for name, (actor_cls, extra_args) in self.mode.frozen_groups().items():
             self.groups[name] = self._spawn(name, actor_cls, *extra_args)
-        for role in self.mode.trained_roles():
-            self._setup_trainers(self.groups[role])
+        self._setup_trainers([self.groups[role] for role in self.mode.trained_roles()])
         self.write_placement()
         report = get_fail_fast([self.groups[self.spec.trained[0]].handles[0].memory_report.remote()])[0]
         folded = phases.reference_is_folded(cfg)
@@ -155,10 +154,12 @@ class Runtime:
                                  for r in range(world)])
 
     @staticmethod
-    def _setup_trainers(group: ActorGroup) -> None:
-        """The process group and the DeepSpeed engine, on every replica at once."""
-        addr, port = get_fail_fast([group.handles[0].master_address.remote()])[0]
-        get_fail_fast(group.call("setup", addr, port))
+    def _setup_trainers(groups: list[ActorGroup]) -> None:
+        """Each role's process group and DeepSpeed engine, on every replica of every role at once."""
+        addresses: list = []
+        while len(set(addresses)) < len(groups):  # two roles on one host must not draw the same free port
+            addresses = [tuple(a) for a in get_fail_fast([group.handles[0].master_address.remote() for group in groups])]
+        get_fail_fast([ref for group, (addr, port) in zip(groups, addresses) for ref in group.call("setup", addr, port)])
 
     def write_placement(self) -> None:
         """Where every actor runs: placement.json, the supervisor's pid record, one log line per group."""
