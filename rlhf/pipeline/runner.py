@@ -27,9 +27,9 @@ from typing import Optional, Sequence
 from rlhf.config import Config, ConfigError, read_yaml
 from rlhf.modes.spec import SPECS
 from rlhf.pipeline.checks import check_pipeline
-from rlhf.pipeline.progress import (BASELINE, GATE_STOPPED, INTERRUPTED, RESUME, SKIP, SUMMARY, baseline_from_probe,
-                                    baseline_from_summary, holds_pipeline, read_json, stage_action, stage_outcome,
-                                    write_json)
+from rlhf.pipeline.progress import (BASELINE, FINISHED, GATE_STOPPED, INTERRUPTED, RESUME, SKIP, SUMMARY,
+                                    baseline_from_probe, baseline_from_summary, holds_pipeline, read_json, stage_action,
+                                    stage_outcome, write_json)
 from rlhf.pipeline.report import mode_label, report_row, write_report
 from rlhf.pipeline.spec import PipelineConfig, StagePlan, parse_pipeline, same_path, split_cli_overrides, starting_model
 
@@ -101,79 +101,97 @@ def start_ray(plans: list[StagePlan]) -> bool:
     return init_ray(largest.cfg, groups[largest.name])
 
 
+class PipelineRun:
+    """The state of one pipeline run: its checked stages, their summaries so far and the general baseline."""
+
+    def __init__(self, pipeline: PipelineConfig, plans: list[StagePlan]) -> None:
+        self.pipeline, self.plans, self.out = pipeline, plans, pipeline.output_dir
+        self.base = starting_model(pipeline, plans)
+        self.summaries = {p.name: read_json(os.path.join(pipeline.stage_dir(p.name), SUMMARY)) for p in plans}
+        self.baseline = read_json(os.path.join(self.out, BASELINE))
+        self.group = os.path.basename(os.path.normpath(self.out))
+        """The W&B group of every stage: the pipeline folder's name."""
+
+    def report(self, status: Optional[dict[str, str]] = None) -> str:
+        rows = [report_row(p.name, mode_label(p.cfg), self.summaries[p.name], (status or {}).get(p.name))
+                for p in self.plans]
+        return write_report(self.out, rows, self.base, self.baseline)
+
+    def set_baseline(self, value: Optional[dict], source: str) -> None:
+        if value:
+            self.baseline = value
+            write_json(os.path.join(self.out, BASELINE), {**value, "model": self.base, "source": source})
+            logger.info("pipeline baseline (%s, %s): %s", self.base, source, value)
+
+    def run_stage(self, plan: StagePlan, resume: bool) -> dict:
+        """Steps 2-4 of the module docstring for one stage; returns its run summary."""
+        from rlhf.summary import print_summary
+        from rlhf.train import run_training
+
+        cfg = plan.cfg
+        if cfg.eval.general_probe and self.baseline is None and self.base and not same_path(cfg.model.path, self.base):
+            self.set_baseline(measure_baseline(cfg, self.base), "probed on the driver")
+        logger.info("pipeline stage %r (%s): %s", plan.name, mode_label(cfg), "resuming" if resume else "starting")
+        self.report({plan.name: "running"})
+        try:
+            summary = run_training(stage_config(plan, self.baseline, self.group), resume=resume)
+        except BaseException:
+            self.report({plan.name: "failed"})
+            raise
+        write_json(os.path.join(self.pipeline.stage_dir(plan.name), SUMMARY), summary)
+        print_summary(summary)
+        return summary
+
+    def run(self, received: list[int]) -> PipelineResult:
+        """The stages in order; `received`: signals that arrived while no stage ran."""
+        for plan in self.plans:
+            action = stage_action(self.pipeline.stage_dir(plan.name), plan.cfg.trainer.save_hf_model)
+            # 1. Skip, resume or start; a stage the gate stopped, or a stop request, ends the pipeline here.
+            if action == GATE_STOPPED:
+                return _ended(self.summaries[plan.name], plan.name, self.report())
+            if action != SKIP and received:
+                return PipelineResult(INTERRUPTED, plan.name, f"stopped on request before stage {plan.name!r}; "
+                                      "rerun with --resume to continue", self.report(), received[0])
+            # 2-4. Run it with the baseline, record its summary.
+            if action == SKIP:
+                logger.info("pipeline stage %r: finished before, skipped", plan.name)
+            else:
+                self.summaries[plan.name] = self.run_stage(plan, resume=action == RESUME)
+            summary = self.summaries[plan.name]
+            if (plan.cfg.eval.general_probe and self.baseline is None and self.base
+                    and same_path(plan.cfg.model.path, self.base)):
+                self.set_baseline(baseline_from_summary(summary), f"step 0 of stage {plan.name}")
+            path = self.report()
+            # 5. A stop (signal or gate) ends the pipeline; a warning of the gate is reported and it goes on.
+            if stage_outcome(summary) != FINISHED:
+                return _ended(summary, plan.name, path)
+            if (summary.get("evaluation") or {}).get("gate") == "warned":
+                logger.warning("stage %r went over eval.max_general_drop (eval.on_general_drop=warn); the pipeline "
+                               "goes on", plan.name)
+        return PipelineResult(FINISHED, None, f"pipeline finished: {len(self.plans)} stages; report: {path}", path)
+
+
 def run_pipeline(file: str, resume: bool = False, overrides: Sequence[str] = (), quiet: bool = False) -> PipelineResult:
     """Check, then run the stages of the pipeline file in order; see the module docstring. `quiet`: filter
     the library noise (as `rlhf train` does) unless a stage sets logging.verbose."""
     import ray
 
-    from rlhf.summary import print_summary
-    from rlhf.train import run_training
-
     pipeline = parse_pipeline(read_yaml(file), file)
     plans = check_pipeline(pipeline, split_cli_overrides(list(overrides), pipeline.names), file)
-    out, base = pipeline.output_dir, starting_model(pipeline, plans)
+    taken = holds_pipeline(pipeline.output_dir, pipeline.names)
+    if taken and not resume:
+        raise ConfigError(f"{file}: output_dir: {pipeline.output_dir!r} already holds stages of a pipeline "
+                          f"({', '.join(taken)}); continue it with --resume, or choose another folder")
     if quiet and not any(p.cfg.logging.verbose for p in plans):
         from rlhf.quiet import install as quiet_library_noise
 
         quiet_library_noise()
-    taken = holds_pipeline(out, pipeline.names)
-    if taken and not resume:
-        raise ConfigError(f"{file}: output_dir: {out!r} already holds stages of a pipeline ({', '.join(taken)}); "
-                          "continue it with --resume, or choose another folder")
-    os.makedirs(out, exist_ok=True)
-    shutil.copyfile(file, os.path.join(out, "pipeline.yaml"))
-    summaries = {p.name: read_json(os.path.join(pipeline.stage_dir(p.name), SUMMARY)) for p in plans}
-    baseline = read_json(os.path.join(out, BASELINE))
-    group = os.path.basename(os.path.normpath(out))
-
-    def report(status: Optional[dict[str, str]] = None) -> str:
-        rows = [report_row(p.name, mode_label(p.cfg), summaries[p.name], (status or {}).get(p.name)) for p in plans]
-        return write_report(out, rows, base, baseline)
-
-    def set_baseline(value: Optional[dict], source: str) -> None:
-        nonlocal baseline
-        if value:
-            baseline = value
-            write_json(os.path.join(out, BASELINE), {**value, "model": base, "source": source})
-            logger.info("pipeline baseline (%s, %s): %s", base, source, value)
-
+    os.makedirs(pipeline.output_dir, exist_ok=True)
+    shutil.copyfile(file, os.path.join(pipeline.output_dir, "pipeline.yaml"))
     started_ray = start_ray(plans)
     try:
         with stop_between_stages() as received:
-            for plan in plans:
-                stage_dir, cfg = pipeline.stage_dir(plan.name), plan.cfg
-                action = stage_action(stage_dir, cfg.trainer.save_hf_model)
-                from_base = base is not None and same_path(cfg.model.path, base)
-                if action == GATE_STOPPED:
-                    return _ended(summaries[plan.name], plan.name, report())
-                if action != SKIP:
-                    if received:
-                        return PipelineResult(INTERRUPTED, plan.name, f"stopped on request before stage {plan.name!r}; "
-                                              "rerun with --resume to continue", report(), received[0])
-                    if cfg.eval.general_probe and baseline is None and base and not from_base:
-                        set_baseline(measure_baseline(cfg, base), "probed on the driver")
-                    logger.info("pipeline stage %r (%s): %s", plan.name, mode_label(cfg),
-                                "resuming" if action == RESUME else "starting")
-                    report({plan.name: "running"})
-                    try:
-                        summary = run_training(stage_config(plan, baseline, group), resume=action == RESUME)
-                    except BaseException:
-                        report({plan.name: "failed"})
-                        raise
-                    write_json(os.path.join(stage_dir, SUMMARY), summary)
-                    summaries[plan.name] = summary
-                    print_summary(summary)
-                else:
-                    logger.info("pipeline stage %r: finished before, skipped", plan.name)
-                if cfg.eval.general_probe and baseline is None and from_base:
-                    set_baseline(baseline_from_summary(summaries[plan.name]), f"step 0 of stage {plan.name}")
-                path = report()
-                if stage_outcome(summaries[plan.name]) != "finished":
-                    return _ended(summaries[plan.name], plan.name, path)
-                if (summaries[plan.name].get("evaluation") or {}).get("gate") == "warned":
-                    logger.warning("stage %r went over eval.max_general_drop (eval.on_general_drop=warn); the "
-                                   "pipeline goes on", plan.name)
-            return PipelineResult("finished", None, f"pipeline finished: {len(plans)} stages; report: {path}", path)
+            return PipelineRun(pipeline, plans).run(received)
     finally:
         if started_ray:
             ray.shutdown()
@@ -224,7 +242,7 @@ def pipeline_command(args: argparse.Namespace) -> int:
         print(f"error: {err}\nrerun the pipeline with --resume to continue", file=sys.stderr, flush=True)
         return 1
     print(result.message, flush=True)
-    return {"finished": 0, GATE_STOPPED: 3}.get(result.outcome, 128 + result.stop_signal)
+    return {FINISHED: 0, GATE_STOPPED: 3}.get(result.outcome, 128 + result.stop_signal)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
