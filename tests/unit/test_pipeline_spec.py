@@ -149,3 +149,27 @@ def test_the_pipeline_file_round_trips_through_yaml(files):
     pipeline = parse_pipeline(read_yaml(path), str(path))
     assert pipeline.names == ["sft", "rm", "ppo"] and pipeline.stages[0].overrides == ["trainer.learning_rate=0.01"]
     assert json.loads(json.dumps(pipeline.stages[2].settings))["reward.source"] == "model"
+
+
+def test_the_command_fails_with_exit_code_2_before_any_stage(files, capsys):
+    from rlhf.cli import main
+
+    raw = three_stages(files)
+    raw["stages"][2]["model"]["path"] = "${dpo.final}"
+    path = files / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["pipeline", str(path)]) == 2
+    assert f"config error: {path}: stage 'ppo': model.path: ${{dpo.final}} names no stage" in capsys.readouterr().err
+    assert not (files / "out").exists()  # nothing written
+
+
+def test_a_folder_holding_a_pipeline_needs_resume(files):
+    from rlhf.pipeline.runner import run_pipeline
+
+    path = files / "p.yaml"
+    path.write_text(yaml.safe_dump(three_stages(files)))
+    (files / "out" / "sft").mkdir(parents=True)
+    (files / "out" / "sft" / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"output_dir: .* already holds stages of a pipeline \(sft\); continue it "
+                                          "with --resume"):
+        run_pipeline(str(path))
