@@ -187,7 +187,9 @@ def run_pipeline(file: str, resume: bool = False, overrides: Sequence[str] = (),
 
         quiet_library_noise()
     os.makedirs(pipeline.output_dir, exist_ok=True)
-    shutil.copyfile(file, os.path.join(pipeline.output_dir, "pipeline.yaml"))
+    record = os.path.join(pipeline.output_dir, "pipeline.yaml")
+    if not same_path(file, record):  # resuming from the pipeline's own copy
+        shutil.copyfile(file, record)
     started_ray = start_ray(plans)
     try:
         with stop_between_stages() as received:
