@@ -82,6 +82,8 @@ def stop_between_stages():
     def handler(signum, frame):
         logger.warning("received %s: the pipeline ends before its next stage", signal.Signals(signum).name)
         received.append(int(signum))
+        for sig, old in previous.items():  # one more signal ends the process at once
+            signal.signal(sig, old)
 
     for sig in previous:
         signal.signal(sig, handler)
