@@ -173,3 +173,16 @@ def test_a_folder_holding_a_pipeline_needs_resume(files):
     with pytest.raises(ConfigError, match=r"output_dir: .* already holds stages of a pipeline \(sft\); continue it "
                                           "with --resume"):
         run_pipeline(str(path))
+
+
+def test_a_signal_between_stages_is_recorded_and_the_handlers_come_back():
+    import signal
+
+    from rlhf.pipeline.runner import stop_between_stages
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_between_stages() as received:
+        signal.raise_signal(signal.SIGTERM)  # would end the test process without the pipeline's handler
+        assert received == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is before  # a second one acts as before the pipeline
+    assert signal.getsignal(signal.SIGTERM) is before
