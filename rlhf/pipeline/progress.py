@@ -78,6 +78,16 @@ def baseline_from_summary(summary: dict) -> Optional[dict[str, float]]:
     return short or None
 
 
+def write_baseline(output_dir: str, baseline: dict[str, float], model: str, source: str) -> None:
+    write_json(os.path.join(output_dir, BASELINE), {**baseline, "model": model, "source": source})
+
+
+def read_baseline(output_dir: str) -> Optional[dict[str, float]]:
+    """The `eval.general_baseline` values kept in OUTPUT_DIR/baseline.json (None before they are known)."""
+    kept = read_json(os.path.join(output_dir, BASELINE))
+    return None if kept is None else {name: kept[name] for name in GENERAL_KEYS if name in kept}
+
+
 def baseline_from_probe(metrics: dict) -> dict[str, float]:
     """Probe metrics (eval/general/*) -> `eval.general_baseline` values."""
     return {name: metrics[key] for name, key in GENERAL_KEYS.items() if key in metrics}

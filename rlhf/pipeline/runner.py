@@ -27,9 +27,9 @@ from typing import Optional, Sequence
 from rlhf.config import Config, ConfigError, read_yaml
 from rlhf.modes.spec import SPECS
 from rlhf.pipeline.checks import check_pipeline
-from rlhf.pipeline.progress import (BASELINE, FINISHED, GATE_STOPPED, INTERRUPTED, RESUME, SKIP, SUMMARY,
-                                    baseline_from_probe, baseline_from_summary, holds_pipeline, read_json, stage_action,
-                                    stage_outcome, write_json)
+from rlhf.pipeline.progress import (FINISHED, GATE_STOPPED, INTERRUPTED, RESUME, SKIP, SUMMARY, baseline_from_probe,
+                                    baseline_from_summary, holds_pipeline, read_baseline, read_json, stage_action,
+                                    stage_outcome, write_baseline, write_json)
 from rlhf.pipeline.report import mode_label, report_row, write_report
 from rlhf.pipeline.spec import PipelineConfig, StagePlan, parse_pipeline, same_path, split_cli_overrides, starting_model
 
@@ -110,7 +110,7 @@ class PipelineRun:
         self.pipeline, self.plans, self.out = pipeline, plans, pipeline.output_dir
         self.base = starting_model(pipeline, plans)
         self.summaries = {p.name: read_json(os.path.join(pipeline.stage_dir(p.name), SUMMARY)) for p in plans}
-        self.baseline = read_json(os.path.join(self.out, BASELINE))
+        self.baseline = read_baseline(self.out)
         self.group = os.path.basename(os.path.normpath(self.out))
         """The W&B group of every stage: the pipeline folder's name."""
 
@@ -122,7 +122,7 @@ class PipelineRun:
     def set_baseline(self, value: Optional[dict], source: str) -> None:
         if value:
             self.baseline = value
-            write_json(os.path.join(self.out, BASELINE), {**value, "model": self.base, "source": source})
+            write_baseline(self.out, value, self.base, source)
             logger.info("pipeline baseline (%s, %s): %s", self.base, source, value)
 
     def run_stage(self, plan: StagePlan, resume: bool) -> dict:

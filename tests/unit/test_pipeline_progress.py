@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from rlhf.pipeline.progress import (baseline_from_probe, baseline_from_summary, holds_pipeline, stage_action,
-                                    stage_outcome, write_json)
+from rlhf.pipeline.progress import (baseline_from_probe, baseline_from_summary, holds_pipeline, read_baseline,
+                                    stage_action, stage_outcome, write_baseline, write_json)
 from rlhf.pipeline.report import report_markdown, report_row, write_png
 
 PPL, ACC = "eval/general/perplexity", "eval/general/accuracy"
@@ -60,6 +60,13 @@ def test_baseline_is_the_step_0_probe_of_a_run():
     assert baseline_from_summary({"evaluation": {"general": {}}}) is None
     assert baseline_from_summary({"mode": "rm"}) is None
     assert baseline_from_probe({PPL: 50.0, "eval/sft/loss": 3.0}) == {"perplexity": 50.0}
+
+
+def test_the_kept_baseline_reads_back_as_eval_general_baseline_values(tmp_path):
+    assert read_baseline(str(tmp_path)) is None
+    write_baseline(str(tmp_path), {"perplexity": 52.17, "accuracy": 0.25}, "base", "step 0 of stage sft")
+    assert read_baseline(str(tmp_path)) == {"perplexity": 52.17, "accuracy": 0.25}  # without model and source
+    assert json.loads((tmp_path / "baseline.json").read_text())["source"] == "step 0 of stage sft"
 
 
 def test_report_rows_of_finished_stopped_and_pending_stages():
