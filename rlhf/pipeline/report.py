@@ -127,7 +127,8 @@ def write_png(rows: list[ReportRow], path: str, title: str) -> Optional[str]:
     points = [("start", ran[0].perplexity[0])] if ran and ran[0].perplexity[0] is not None else []
     points += [(r.stage, r.perplexity[1]) for r in ran if r.perplexity[1] is not None]
     axes[1].plot([p[0] for p in points], [p[1] for p in points], marker="o")
-    axes[1].set_title("general perplexity after each stage", fontsize=9)
+    axes[1].set_yscale("log")  # a stage that breaks the model multiplies it
+    axes[1].set_title("general perplexity after each stage (log)", fontsize=9)
     drops = [100 * r.drop if r.drop is not None else 0.0 for r in ran]
     axes[2].bar(names, drops, color=["tab:red" if r.status == "stopped by the gate" else "tab:orange" for r in ran])
     limits = {r.limit for r in ran if r.limit is not None}
