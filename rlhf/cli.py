@@ -1,4 +1,4 @@
-"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf plot`, `rlhf eval`."""
+"""The `rlhf` command: `rlhf assets`, `rlhf train`, `rlhf pipeline`, `rlhf plot`, `rlhf eval`."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train = sub.add_parser("train", help="run a training config")
     add_train_arguments(train, config_flag=False)
     train.set_defaults(func=train_command)
+
+    from rlhf.pipeline.runner import add_pipeline_arguments, pipeline_command
+
+    pipeline = sub.add_parser("pipeline", help="run a pipeline of stages (sft, rm, dpo, ppo, ...) in order")
+    add_pipeline_arguments(pipeline, config_flag=False)
+    pipeline.set_defaults(func=pipeline_command)
 
     from rlhf.plots import add_plot_subcommand
 

@@ -65,8 +65,8 @@ class MetricsLogger:
             run_id = open(id_path).read().strip() if os.path.exists(id_path) else secrets.token_hex(6)
             with open(id_path, "w") as fh:
                 fh.write(run_id)
-            return wandb.init(project=cfg.project, entity=cfg.entity, name=cfg.run_name, id=run_id, resume="allow",
-                              mode=mode, dir=self.output_dir, config=config_dict)
+            return wandb.init(project=cfg.project, entity=cfg.entity, name=cfg.run_name, group=cfg.group,
+                              id=run_id, resume="allow", mode=mode, dir=self.output_dir, config=config_dict)
         except Exception as err:  # W&B must never take training down
             logger.warning("W&B disabled: could not start (%s)", err)
             return None

@@ -23,21 +23,22 @@ def _model_folder(path: str, key: str) -> None:
         raise ConfigError(f"{key}: {path!r} has no config.json (not a Hugging Face model folder)")
 
 
-def check_paths(cfg: Config) -> None:
-    """Model folders and data files named by the config exist."""
+def check_paths(cfg: Config, pending: frozenset[str] = frozenset()) -> None:
+    """Model folders and data files named by the config exist, except under the `pending` keys: paths
+    an earlier pipeline stage will write (`rlhf pipeline` checks every stage before the first runs)."""
     spec, model = SPECS[cfg.algorithm.name], cfg.model
-    _model_folder(model.path, "model.path")
-    for key, path in (("model.reference_path", model.reference_path), ("model.teacher_path", model.teacher_path),
+    for key, path in (("model.path", model.path), ("model.reference_path", model.reference_path),
+                      ("model.teacher_path", model.teacher_path),
                       ("model.reward_path", model.reward_path if (spec.scores and "model" in cfg.reward.sources)
                        or cfg.algorithm.name == "rm" else None),
                       ("reward.judge.model_path", cfg.reward.judge.model_path
                        if spec.scores and "judge" in cfg.reward.sources and cfg.reward.judge.backend == "local"
                        else None)):
-        if path:
+        if path and key not in pending:
             _model_folder(path, key)
     for key in ("train_path", "eval_path"):
         path = getattr(cfg.data, key)
-        if path and not os.path.isfile(path):
+        if path and f"data.{key}" not in pending and not os.path.isfile(path):
             raise ConfigError(f"data.{key}: {path!r} is not a file")
 
 

@@ -32,7 +32,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, config_flag: bool) -> N
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
 
 
-def _local_cpus(cfg: Config, groups: list[str]) -> int:
+def local_cpus(cfg: Config, groups: list[str]) -> int:
     """Logical CPUs for a local Ray: enough for every group (phases mostly run one at a time)."""
     if cfg.ray.num_cpus:
         return cfg.ray.num_cpus
@@ -50,7 +50,7 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
     if address:
         ray.init(address=address)
         return True
-    ray.init(num_cpus=_local_cpus(cfg, groups), include_dashboard=False,
+    ray.init(num_cpus=local_cpus(cfg, groups), include_dashboard=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     return True
 

@@ -1,5 +1,5 @@
 """Typed configuration: `load(path, overrides)` returns a validated `Config`."""
-from rlhf.config.loader import all_keys, dump, load, parse_override, to_dict
+from rlhf.config.loader import all_keys, dump, from_dict, load, parse_override, read_yaml, set_dotted, to_dict
 from rlhf.config.schema import (
     AlgorithmConfig,
     Config,
@@ -22,5 +22,5 @@ from rlhf.config.schema import (
 __all__ = [
     "AlgorithmConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "GroupConfig", "KLConfig", "LoggingConfig",
     "LoraConfig", "ModelConfig", "PeftConfig", "RayConfig", "RewardConfig", "RolloutConfig", "TrainerConfig", "WandbConfig",
-    "all_keys", "dump", "load", "parse_override", "to_dict",
+    "all_keys", "dump", "from_dict", "load", "parse_override", "read_yaml", "set_dotted", "to_dict",
 ]

@@ -83,7 +83,8 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
         raise ConfigError(message) from None
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """tree[a][b][c] = value for `a.b.c`, creating sections on the way."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -105,26 +106,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(raw) if raw.strip() else ""
 
 
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; ConfigError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
 def load(path: Optional[str | Path] = None, overrides: Iterable[str] = (), validate: bool = True) -> Config:
     """Read a YAML config, apply `key.sub=value` overrides, type-check and validate.
 
     Raises ConfigError naming the dotted key on an unknown key, a wrong type or a value out of range.
     """
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        with open(path, encoding="utf-8") as fh:
-            try:
-                raw = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = read_yaml(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
+    return from_dict(raw, validate)
+
+
+def from_dict(raw: dict, validate: bool = True) -> Config:
+    """A config tree of plain data (the shape of the YAML) -> a type-checked, validated `Config`."""
     config = _build(Config, raw, "")
     if validate:
         config.validate()

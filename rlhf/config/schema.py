@@ -603,6 +603,9 @@ class EvalConfig:
     null: the drop is only reported. The best evaluated model within it is kept in output_dir/best."""
     on_general_drop: str = "warn"
     """Over the limit: `warn` (log it, go on) or `stop` (end the run; best/ holds the best model within it)."""
+    general_baseline: dict[str, float] = field(default_factory=dict)
+    """General-ability metrics (`perplexity`, `accuracy`) that drops are measured against instead of this run's
+    own starting model: `rlhf pipeline` sets the pipeline's starting model's here. Empty: this run's step 0."""
 
     def __post_init__(self) -> None:
         _check(self.every_steps >= 0, "eval.every_steps", "must be >= 0")
@@ -613,6 +616,12 @@ class EvalConfig:
         _check(self.max_general_drop is None or 0 < self.max_general_drop <= 1, "eval.max_general_drop",
                "must be in (0, 1] or null")
         _one_of(self.on_general_drop, ("warn", "stop"), "eval.on_general_drop")
+        for name, value in self.general_baseline.items():
+            _one_of(name, ("perplexity", "accuracy"), f"eval.general_baseline.{name}")
+            if name == "perplexity":
+                _check(math.isfinite(value) and value >= 1, "eval.general_baseline.perplexity", "must be >= 1")
+            else:
+                _check(0 <= value <= 1, "eval.general_baseline.accuracy", "must be in [0, 1]")
 
     @property
     def general_probe(self) -> bool:
@@ -681,6 +690,8 @@ class WandbConfig:
     mode: str = "auto"
     """`auto`: online when WANDB_API_KEY is set, offline otherwise; or `online` / `offline`."""
     run_name: Optional[str] = None
+    group: Optional[str] = None
+    """W&B run group: `rlhf pipeline` puts its stages in one (the pipeline's name) unless this is set."""
 
     def __post_init__(self) -> None:
         _one_of(self.mode, ("auto", "online", "offline"), "logging.wandb.mode")
@@ -770,6 +781,8 @@ class Config:
                "needs a general-ability probe: set eval.general_text_path and/or eval.general_prompts_path")
         _check(ev.on_general_drop != "stop" or ev.max_general_drop is not None, "eval.on_general_drop",
                "stop needs eval.max_general_drop")
+        _check(not ev.general_baseline or ev.general_probe, "eval.general_baseline",
+               "needs a general-ability probe: set eval.general_text_path and/or eval.general_prompts_path")
 
     def _validate_ppo(self) -> None:
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt

@@ -15,6 +15,8 @@ PERPLEXITY = "eval/general/perplexity"
 ACCURACY = "eval/general/accuracy"
 DROP = "eval/general/drop"
 GAIN = "eval/target/gain"
+GENERAL_KEYS = {"perplexity": PERPLEXITY, "accuracy": ACCURACY}
+"""The short names of `eval.general_baseline` -> the metric keys they stand for."""
 
 
 def perplexity(nll_sum: float, tokens: int) -> float:

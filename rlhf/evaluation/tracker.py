@@ -1,6 +1,8 @@
 """Follows a run's evaluation points: changes against the starting model, the gate, the best model.
 
-The first observation (step 0, the starting model) is the reference of every change. At each
+The first observation (step 0, the starting model) is the reference of every change, except that
+a given general baseline (`eval.general_baseline`: a pipeline's starting model) replaces it for the
+general drops, so a later stage of a pipeline is judged against where the pipeline began. At each
 point the tracker adds `eval/target/gain` and the general drops to the metrics, decides the gate's
 action, and says whether this point is the best one so far that stays within the limit (by the
 target metric); the driver then saves that model to `best/`.
@@ -13,7 +15,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rlhf.modes.spec import SPECS
-from rlhf.evaluation.scores import DROP, GAIN, gate_action, general_drop, is_better, target_gain
+from rlhf.evaluation.scores import (DROP, GAIN, GENERAL_KEYS, gate_action, general_drop, is_better,
+                                    target_gain)
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +35,11 @@ class Verdict:
 
 
 class EvalTracker:
-    def __init__(self, mode: str, max_general_drop: Optional[float], on_general_drop: str) -> None:
+    def __init__(self, mode: str, max_general_drop: Optional[float], on_general_drop: str,
+                 general_baseline: Optional[dict[str, float]] = None) -> None:
         self.target_key, self.higher_is_better = TARGETS[mode]
+        self.baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
+        """eval/general/* values the drops are measured against instead of step 0's (empty: step 0's)."""
         self.max_general_drop = max_general_drop
         self.on_general_drop = on_general_drop
         self.start: Optional[dict] = None
@@ -48,7 +54,7 @@ class EvalTracker:
         """Add the changes against the start to `metrics` (in place) and judge this point."""
         if self.start is None:
             self.start = {k: v for k, v in metrics.items() if k.startswith("eval/")}
-        metrics.update(general_drop(self.start, metrics))
+        metrics.update(general_drop({**self.start, **self.baseline}, metrics))
         target = metrics.get(self.target_key)
         if target is not None and self.target_key in self.start:
             metrics[GAIN] = target_gain(self.start[self.target_key], target, self.higher_is_better)
@@ -80,7 +86,8 @@ class EvalTracker:
                    if k in start}
         return {"target": self.target_key, "target_start": start.get(self.target_key),
                 "target_end": last.get(self.target_key), "target_gain": last.get(GAIN),
-                "general": general, "general_drop": last.get(DROP), "max_general_drop": self.max_general_drop,
+                "general": general, "general_baseline": self.baseline or None,
+                "general_drop": last.get(DROP), "max_general_drop": self.max_general_drop,
                 "gate": self.gate, "best_model": best_model, "best_step": self.best_step,
                 "best_target": self.best_target, "best_general_drop": self.best_drop}
 

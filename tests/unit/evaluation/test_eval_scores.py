@@ -95,3 +95,17 @@ def test_tracker_without_a_target_keeps_the_latest_point_within_the_limit():
     assert tracker.observe(5, {PERPLEXITY: 12.0}).new_best  # 16.7% drop, within 50%
     assert not tracker.observe(10, {PERPLEXITY: 40.0}).new_best  # 75% drop: over
     assert tracker.best_step == 5 and tracker.gate == "warned"
+
+
+def test_tracker_with_a_general_baseline_measures_drops_against_it_and_gains_against_step_0():
+    # A later pipeline stage: the pipeline began at perplexity 40, accuracy 0.5; this stage starts at 44.
+    tracker = EvalTracker("sft", 0.15, "stop", general_baseline={"perplexity": 40.0, "accuracy": 0.5})
+    start = {"eval/sft/loss": 4.0, PERPLEXITY: 44.0, ACCURACY: 0.5}
+    assert tracker.observe(0, start).action == "ok"
+    assert start[DROP] == pytest.approx(1 - 40 / 44)  # 9.1%: already dropped before this stage
+    now = {"eval/sft/loss": 2.0, PERPLEXITY: 48.0, ACCURACY: 0.5}  # 1 - 44/48 = 8.3% against step 0 only
+    v = tracker.observe(5, now)
+    assert v.action == "stop" and now[DROP] == pytest.approx(1 - 40 / 48)  # 16.7% against the baseline
+    assert now["eval/target/gain"] == pytest.approx(0.5)  # the target still counts from this stage's start
+    summary = tracker.summary(None)
+    assert summary["general"][PERPLEXITY] == (44.0, 48.0) and summary["general_baseline"][PERPLEXITY] == 40.0
