@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(VPY) -m pytest tests -v --timeout=1200
+	$(VPY) -m pytest tests -v --timeout=1200 --durations=25
 
 unit: setup
 	$(VPY) -m pytest tests/unit -q
