@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from rlhf.config import Config, ConfigError, dump, load
 from rlhf.secrets import install_redaction
@@ -56,21 +56,18 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
 
 
 @contextmanager
-def stop_on_signals(runtime):
-    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the step, checkpoint, end cleanly.
-
-    A second signal falls back to the default (immediate) behaviour. Only the main thread
-    can install handlers; elsewhere (a test calling run_training in a thread) nothing changes.
-    """
+def one_stop_signal(consequence: str, on_signal: Callable[[int], None]):
+    """SIGTERM (what `ray job stop` sends) or Ctrl-C calls `on_signal(signum)` once and logs `consequence`;
+    a second signal falls back to the default (immediate) behaviour. Only the main thread can install
+    handlers; elsewhere (a test calling run_training in a thread) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum, frame):
-        logger.warning("received %s: stopping after the current step with a checkpoint",
-                       signal.Signals(signum).name)
-        runtime.request_stop(signum)
+        logger.warning("received %s: %s", signal.Signals(signum).name, consequence)
+        on_signal(int(signum))
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -81,6 +78,11 @@ def stop_on_signals(runtime):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_on_signals(runtime):
+    """Finish the current step, checkpoint, end cleanly."""
+    return one_stop_signal("stopping after the current step with a checkpoint", runtime.request_stop)
 
 
 def process_started_at() -> Optional[float]:

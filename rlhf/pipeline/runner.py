@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -73,25 +72,11 @@ def measure_baseline(cfg: Config, base: str) -> dict[str, float]:
 def stop_between_stages():
     """SIGTERM or Ctrl-C while no stage runs (a running stage has its own handler, rlhf.train.stop_on_signals):
     remember it, so the pipeline ends before the next stage. Yields the list the signal number lands in."""
+    from rlhf.train import one_stop_signal
+
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    with one_stop_signal("the pipeline ends before its next stage", received.append):
         yield received
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum, frame):
-        logger.warning("received %s: the pipeline ends before its next stage", signal.Signals(signum).name)
-        received.append(int(signum))
-        for sig, old in previous.items():  # one more signal ends the process at once
-            signal.signal(sig, old)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def start_ray(plans: list[StagePlan]) -> bool:
