@@ -54,6 +54,11 @@ def check_reward_sources(cfg: Config) -> None:
         except ValueError as err:
             raise ConfigError(f"{err}. The module must be importable from the driver and every actor: install it, "
                               "or put its folder on PYTHONPATH (the working directory is searched too)") from None
+    if cfg.eval.task_reward:
+        try:
+            import_function(cfg.eval.task_reward)
+        except ValueError as err:
+            raise ConfigError(f"eval.task_reward: {str(err).removeprefix('reward.function: ')}") from None
     if spec.scores and "judge" in cfg.reward.sources:
         from rlhf.rewards.rubric import load_rubric
 

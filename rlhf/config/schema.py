@@ -596,6 +596,10 @@ class EvalConfig:
     """`module:function` called as fn(continuation, answer) -> bool."""
     max_new_tokens: int = 4
     """Greedy tokens generated for each general prompt."""
+    task_reward: Optional[str] = None
+    """`module:function`: a verifiable score of the held-out samples (e.g. `rlhf.tasks:letter_reward`), apart
+    from the reward trained against; logged as eval/task_reward/mean and then the run's target metric.
+    For modes that generate (ppo, grpo-family, rlaif); needs held-out prompts."""
     max_samples: int = 0
     """Use at most this many rows of each general set (0: all)."""
     max_general_drop: Optional[float] = None
@@ -616,6 +620,8 @@ class EvalConfig:
         _check(self.max_general_drop is None or 0 < self.max_general_drop <= 1, "eval.max_general_drop",
                "must be in (0, 1] or null")
         _one_of(self.on_general_drop, ("warn", "stop"), "eval.on_general_drop")
+        _check(self.task_reward is None or ":" in self.task_reward, "eval.task_reward",
+               f"must look like module:function; got {self.task_reward!r}")
         for name, value in self.general_baseline.items():
             _one_of(name, ("perplexity", "accuracy"), f"eval.general_baseline.{name}")
             if name == "perplexity":
@@ -783,6 +789,11 @@ class Config:
                "stop needs eval.max_general_drop")
         _check(not ev.general_baseline or ev.general_probe, "eval.general_baseline",
                "needs a general-ability probe: set eval.general_text_path and/or eval.general_prompts_path")
+        if ev.task_reward:
+            _check(SPECS[self.algorithm.name].generates, "eval.task_reward",
+                   f"scores generated samples; {self.algorithm.name} generates none (unset it)")
+            _check(bool(self.data.eval_path or self.data.eval_fraction), "eval.task_reward",
+                   "needs held-out prompts: set data.eval_path (or data.eval_fraction for rlaif)")
 
     def _validate_ppo(self) -> None:
         rollout_batch = self.trainer.prompts_per_step * self.rollout.samples_per_prompt

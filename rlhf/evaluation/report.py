@@ -15,17 +15,20 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Optional
 
 from rlhf.evaluation.scores import DROP, GAIN, general_drop, target_gain
+from rlhf.evaluation.task_reward import target_metric
 from rlhf.modes.spec import SPECS
 
 logger = logging.getLogger(__name__)
 
 
-def compare(mode: str, start: dict, model: dict) -> dict:
+def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = None) -> dict:
     """The report's changes of `model` against the starting model."""
     out = general_drop(start, model)
-    key, higher = SPECS[mode].target, SPECS[mode].higher_is_better
+    key = target_metric(SPECS[mode].target, task_reward)
+    higher = True if task_reward else SPECS[mode].higher_is_better
     if key in start and key in model:
         out[GAIN] = target_gain(start[key], model[key], higher)
     return {"target": key, **out}
@@ -71,12 +74,17 @@ def run_eval(cfg, model_path: str) -> dict:
         os.makedirs(driver.output_dir)
     started_ray = init_ray(cfg, drivers[0].group_names())
     try:
-        start, evaluated = evaluate_model(drivers[0]), evaluate_model(drivers[1])
+        start = evaluate_model(drivers[0])
+        # A mode that scores against the starting policy's samples (rlaif's win-rate) keeps them from the first
+        # evaluation; the model under test must be compared with the start's, not with its own.
+        if hasattr(drivers[0].mode, "baseline_scores"):
+            drivers[1].mode.baseline_scores = drivers[0].mode.baseline_scores
+        evaluated = evaluate_model(drivers[1])
     finally:
         if started_ray:
             ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
-    changes = compare(cfg.algorithm.name, start, evaluated)
+    changes = compare(cfg.algorithm.name, start, evaluated, cfg.eval.task_reward)
     return {"model": model_path, "starting_model": cfg.model.path, "mode": cfg.algorithm.name,
             "starting_metrics": start, "model_metrics": evaluated, "changes": changes,
             "max_general_drop": cfg.eval.max_general_drop,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rlhf.modes.spec import SPECS
+from rlhf.evaluation.task_reward import target_metric
 from rlhf.evaluation.scores import (DROP, GAIN, GENERAL_KEYS, gate_action, general_drop, is_better,
                                     target_gain)
 
@@ -36,8 +37,11 @@ class Verdict:
 
 class EvalTracker:
     def __init__(self, mode: str, max_general_drop: Optional[float], on_general_drop: str,
-                 general_baseline: Optional[dict[str, float]] = None) -> None:
-        self.target_key, self.higher_is_better = TARGETS[mode]
+                 general_baseline: Optional[dict[str, float]] = None, task_reward: Optional[str] = None) -> None:
+        mode_target, self.higher_is_better = TARGETS[mode]
+        self.target_key = target_metric(mode_target, task_reward)
+        if task_reward:
+            self.higher_is_better = True
         self.baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
         """eval/general/* values the drops are measured against instead of step 0's (empty: step 0's)."""
         self.max_general_drop = max_general_drop

@@ -29,6 +29,7 @@ from rlhf.algorithms.ppo_losses import with_loss_denominator
 from rlhf.algorithms.ppo_metrics import ppo_step_metrics
 from rlhf.config import Config
 from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
+from rlhf.evaluation.task_reward import TaskReward
 from rlhf.faults import nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.models.loading import context_limit
@@ -77,6 +78,7 @@ class PPOMode:
         self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"
                        else FixedKLController(kl.init_coef))
         self.reference_folded = phases.reference_is_folded(cfg)
+        self.task_reward = TaskReward(cfg.eval.task_reward) if cfg.eval.task_reward else None
 
     # ---------------------------------------------------------------- groups and state
     def trained_roles(self) -> list[str]:
@@ -248,4 +250,6 @@ class PPOMode:
                               stateful=("reward",))
         finite = scores[torch.isfinite(scores)]
         metrics["eval/reward/mean"] = float(finite.mean()) if len(finite) else float("nan")
+        if self.task_reward:
+            metrics.update(self.task_reward.metrics(rollout.prompts, rollout.responses, rollout.columns))
         return metrics

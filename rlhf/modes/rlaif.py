@@ -33,6 +33,7 @@ from rlhf.config import Config
 from rlhf.data.batching import padded_preference_batch
 from rlhf.data.examples import PreferenceExample, train_and_eval
 from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokenizer
+from rlhf.evaluation.task_reward import TaskReward
 from rlhf.models.loading import context_limit
 from rlhf.modes import phases
 from rlhf.modes.runtime import Runtime, StepOutput
@@ -74,6 +75,7 @@ class RLAIFMode:
         self.reference_folded = phases.reference_is_folded(cfg)
         self.baseline_scores: Optional[list[float]] = None
         """The starting policy's held-out scores, the other side of every win-rate."""
+        self.task_reward = TaskReward(cfg.eval.task_reward) if cfg.eval.task_reward else None
 
     def trained_roles(self) -> list[str]:
         return ["policy"]
@@ -163,7 +165,10 @@ class RLAIFMode:
         if self.baseline_scores is None:
             self.baseline_scores = scores
         finite = [s for s in scores if math.isfinite(s)]
-        return {
+        metrics = {
             "eval/win_rate": win_rate(scores, self.baseline_scores),
             "eval/reward/mean": sum(finite) / len(finite) if finite else float("nan"),
         }
+        if self.task_reward:
+            metrics.update(self.task_reward.metrics(rollout.prompts, rollout.responses, rollout.columns))
+        return metrics

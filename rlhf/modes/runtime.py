@@ -84,7 +84,7 @@ class Runtime:
         """The driver state after the last completed step: what an emergency checkpoint writes."""
         self.trained_this_step = False
         self.tracker = EvalTracker(cfg.algorithm.name, cfg.eval.max_general_drop, cfg.eval.on_general_drop,
-                                   cfg.eval.general_baseline)
+                                   cfg.eval.general_baseline, cfg.eval.task_reward)
         self.best_dir: Optional[str] = None
         self.gate_stopped = False
         """The forgetting gate ended the run (eval.on_general_drop: stop); no final/ is written."""

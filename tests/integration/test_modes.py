@@ -14,6 +14,7 @@ import torch
 from rlhf.config import load
 from rlhf.data.reader import DataError
 from rlhf.metrics import read_metrics
+from rlhf.cli import main
 from rlhf.train import run_training
 
 pytestmark = pytest.mark.slow
@@ -143,16 +144,32 @@ def test_dpo_with_lora_folds_the_reference_into_the_policy(tiny_assets, ray_sess
 
 def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_session, tmp_path):
     # AI feedback from the tiny judge LM and the packaged rubric; the win-rate is the judge's verdict.
-    cfg = mode_config("rlaif", tiny_assets, tmp_path, "data.train_path=DATA/task_train.jsonl",
+    # The held-out samples are also scored by the letters function (eval.task_reward), which the policy never
+    # trains against: pleasing the judge must also do the task.
+    cfg = mode_config("rlaif", tiny_assets, tmp_path / "run", "data.train_path=DATA/task_train.jsonl",
                       "data.eval_path=DATA/task_eval.jsonl", "trainer.steps=30", "eval.every_steps=15",
-                      f"reward.judge.model_path={tiny_assets.judge}")
+                      f"reward.judge.model_path={tiny_assets.judge}", "eval.task_reward=rlhf.tasks:letter_reward")
     summary, rows = run(cfg)
     assert _placed_groups(cfg) == {"policy", "reference", "reward", "rollout"}
     # Step 0 compares the starting policy with itself on identical samples.
     assert rows[0]["eval/win_rate"] == 0.5
     assert rows[-1]["eval/win_rate"] >= 0.7, [r.get("eval/win_rate") for r in rows]
     assert rows[-1]["eval/reward/mean"] > rows[0]["eval/reward/mean"]
+    task = [r["eval/task_reward/mean"] for r in rows if "eval/task_reward/mean" in r]
+    # Measured: 0.043 -> 0.047 -> 0.085 (the judge is a 170k-parameter LM: it rewards the task only in part).
+    assert len(task) == 3 and task[-1] >= task[0] + 0.03, task
+    assert summary["evaluation"]["target"] == "eval/task_reward/mean"
     assert all(r["rlaif/pairs"] > 0 and r["train/skipped_update"] == 0 for r in rows[1:])
+    # `rlhf eval` on the final model: the run's last numbers, the win-rate taken against the start's samples.
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "--model", summary["final_model"], "--config",
+                 os.path.join(cfg.trainer.output_dir, "config.yaml"), "--out", str(report_path)]) == 0
+    report = json.load(open(report_path))
+    assert report["starting_metrics"]["eval/win_rate"] == 0.5
+    for key in ("eval/win_rate", "eval/reward/mean", "eval/task_reward/mean"):
+        assert report["starting_metrics"][key] == pytest.approx(rows[0][key], abs=1e-4), key
+        assert report["model_metrics"][key] == pytest.approx(rows[-1][key], abs=1e-4), key
+    assert report["changes"]["target"] == "eval/task_reward/mean"
 
 
 def test_preference_mode_on_data_without_pairs_fails_before_any_actor(tiny_assets, tmp_path):

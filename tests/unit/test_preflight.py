@@ -121,3 +121,12 @@ def test_judge_rubric_that_does_not_load_names_the_key(tiny_model, train_file, t
                       "reward.source=judge", f"reward.judge.model_path={tiny_model}",
                       f"reward.judge.rubric_path={rubric}"])
     _fails_before_any_actor(cfg, r"^reward.judge.rubric_path: rubric .*the template has no \{prompt\} slot")
+
+
+def test_unimportable_task_reward_names_its_key(tiny_model, train_file, tmp_path):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text('{"prompt": "Write the letter k."}\n')
+    cfg = load(None, [f"model.path={tiny_model}", f"data.train_path={train_file}", f"data.eval_path={eval_file}",
+                      f"trainer.output_dir={tmp_path}/o", "eval.task_reward=no_such_module_xyz:score"])
+    _fails_before_any_actor(cfg, r"^eval.task_reward: cannot import module 'no_such_module_xyz'")
+    assert not os.path.exists(tmp_path / "o")
