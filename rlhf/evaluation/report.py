@@ -34,11 +34,20 @@ def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = No
     return {"target": key, **out}
 
 
+def starting_model(cfg) -> str:
+    """The model a run of `cfg` starts from: rm trains `model.reward_path` (when set), the others `model.path`."""
+    return (cfg.model.reward_path or cfg.model.path) if cfg.algorithm.name == "rm" else cfg.model.path
+
+
 def model_config(cfg, model_path: str, output_dir: str):
     """`cfg` with `model_path` as the model under evaluation; DPO's reference stays the starting model."""
     model = cfg.model
-    lora = dataclasses.replace(model.lora, fold_reference=False) if model.lora.rank else model.lora
-    model = dataclasses.replace(model, path=model_path, reference_path=model.reference_path or model.path, lora=lora)
+    if cfg.algorithm.name == "rm":  # the classifier under evaluation; model.path still names the tokenizer
+        model = dataclasses.replace(model, reward_path=model_path)
+    else:
+        lora = dataclasses.replace(model.lora, fold_reference=False) if model.lora.rank else model.lora
+        model = dataclasses.replace(model, path=model_path, reference_path=model.reference_path or model.path,
+                                    lora=lora)
     return dataclasses.replace(cfg, model=model, trainer=dataclasses.replace(cfg.trainer, output_dir=output_dir))
 
 
@@ -64,12 +73,13 @@ def run_eval(cfg, model_path: str) -> dict:
 
     cfg.validate()
     check_eval_data(cfg)
-    for key, path in (("--model", model_path), ("model.path", cfg.model.path)):
+    start_key = "model.reward_path" if cfg.algorithm.name == "rm" and cfg.model.reward_path else "model.path"
+    for key, path in (("--model", model_path), (start_key, starting_model(cfg))):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{key}: {path!r} is not a Hugging Face model folder (no config.json)")
     scratch = tempfile.mkdtemp(prefix="rlhf-eval-")  # the runtimes' placement.json
     drivers = [build_runtime(model_config(cfg, path, os.path.join(scratch, name)))  # bad input fails here
-               for name, path in (("start", cfg.model.path), ("model", model_path))]
+               for name, path in (("start", starting_model(cfg)), ("model", model_path))]
     for driver in drivers:
         os.makedirs(driver.output_dir)
     started_ray = init_ray(cfg, drivers[0].group_names())
@@ -85,7 +95,7 @@ def run_eval(cfg, model_path: str) -> dict:
             ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
     changes = compare(cfg.algorithm.name, start, evaluated, cfg.eval.task_reward)
-    return {"model": model_path, "starting_model": cfg.model.path, "mode": cfg.algorithm.name,
+    return {"model": model_path, "starting_model": starting_model(cfg), "mode": cfg.algorithm.name,
             "starting_metrics": start, "model_metrics": evaluated, "changes": changes,
             "max_general_drop": cfg.eval.max_general_drop,
             "within_limit": cfg.eval.max_general_drop is None or changes[DROP] <= cfg.eval.max_general_drop}

@@ -37,6 +37,20 @@ def run(cfg):
     return summary, rows
 
 
+def rlhf_eval_matches_the_run(summary, cfg, rows, keys, tmp_path) -> dict:
+    """`rlhf eval` on the run's final model with the run's own config: its numbers for the starting model
+    and the final one are the run's first and last eval points."""
+    report_path = tmp_path / "eval_report.json"
+    assert main(["eval", "--model", summary["final_model"], "--config",
+                 os.path.join(cfg.trainer.output_dir, "config.yaml"), "--out", str(report_path)]) == 0
+    report = json.load(open(report_path))
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    for key in keys:
+        assert report["starting_metrics"][key] == pytest.approx(evals[0][key], abs=1e-4), key
+        assert report["model_metrics"][key] == pytest.approx(evals[-1][key], abs=1e-4), key
+    return report
+
+
 def _placed_groups(cfg) -> set[str]:
     with open(os.path.join(cfg.trainer.output_dir, "placement.json")) as fh:
         return set(json.load(fh))
@@ -104,12 +118,15 @@ def test_reward_model_beats_chance_held_out_and_loads_as_the_ppo_reward(tiny_ass
     chosen = source.score([""] * len(pairs), [""] * len(pairs), batch.chosen, batch.chosen_attention_mask)
     rejected = source.score([""] * len(pairs), [""] * len(pairs), batch.rejected, batch.rejected_attention_mask)
     assert float((chosen > rejected).float().mean()) == pytest.approx(end, abs=1e-6)
+    # `rlhf eval` evaluates the trained classifier (model.reward_path), not the tokenizer's model.path.
+    report = rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/rm/accuracy", "eval/rm/loss"), tmp_path)
+    assert report["starting_model"] == str(tiny_assets.reward) and report["changes"]["eval/target/gain"] > 0.15
 
 
 def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path):
     cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
                       "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=20")
-    _, rows = run(cfg)
+    summary, rows = run(cfg)
     first, last = rows[1], rows[-1]
     # Step 1 runs on the reference weights: implicit rewards are ~0, so accuracy and margin start at ~0.
     assert abs(first["rewards/margin"]) < 1e-3
@@ -120,6 +137,8 @@ def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path)
     assert rows[-1]["eval/dpo/loss"] < rows[0]["eval/dpo/loss"] - 0.1
     # The reference group ran (precomputing log-probs) and was released after.
     assert _placed_groups(cfg) == {"policy", "reference"}
+    rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/rewards/accuracy", "eval/rewards/margin", "eval/dpo/loss"),
+                              tmp_path)
 
 
 def test_simpo_runs_without_a_reference_group(tiny_assets, ray_session, tmp_path):
@@ -160,15 +179,9 @@ def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_sessi
     assert len(task) == 3 and task[-1] >= task[0] + 0.03, task
     assert summary["evaluation"]["target"] == "eval/task_reward/mean"
     assert all(r["rlaif/pairs"] > 0 and r["train/skipped_update"] == 0 for r in rows[1:])
-    # `rlhf eval` on the final model: the run's last numbers, the win-rate taken against the start's samples.
-    report_path = tmp_path / "report.json"
-    assert main(["eval", "--model", summary["final_model"], "--config",
-                 os.path.join(cfg.trainer.output_dir, "config.yaml"), "--out", str(report_path)]) == 0
-    report = json.load(open(report_path))
-    assert report["starting_metrics"]["eval/win_rate"] == 0.5
-    for key in ("eval/win_rate", "eval/reward/mean", "eval/task_reward/mean"):
-        assert report["starting_metrics"][key] == pytest.approx(rows[0][key], abs=1e-4), key
-        assert report["model_metrics"][key] == pytest.approx(rows[-1][key], abs=1e-4), key
+    # `rlhf eval` on the final model: the run's numbers, the win-rate taken against the start's samples.
+    report = rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/win_rate", "eval/reward/mean",
+                                                            "eval/task_reward/mean"), tmp_path)
     assert report["changes"]["target"] == "eval/task_reward/mean"
 
 

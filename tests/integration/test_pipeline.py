@@ -148,3 +148,26 @@ def test_a_harmful_second_stage_is_stopped_by_the_gate_against_the_pipelines_sta
     again = run_pipeline(file, resume=True)
     assert (again.outcome, again.stage) == ("gate_stopped", "harmful")
     assert read_metrics(str(out / "harmful")) == harmful
+
+
+@pytest.mark.parametrize("name", ["pipeline_tiny.yaml", "pipeline_rlaif_tiny.yaml"])
+def test_shipped_pipelines_pass_every_check_on_the_built_assets(name, tiny_assets, tmp_path, monkeypatch):
+    """The shipped pipelines plan and pass every stage's preflight (nothing runs), read from the repository
+    root as a user runs them, with the assets where the tests built them."""
+    from rlhf.pipeline.checks import check_pipeline
+    from rlhf.pipeline.spec import parse_pipeline
+
+    text = open(os.path.join(CONFIGS, name)).read().replace(".assets/tiny", str(tiny_assets.root))
+    file = tmp_path / name
+    file.write_text(text)
+    monkeypatch.chdir(os.path.join(CONFIGS, ".."))
+    plans = {p.name: p for p in check_pipeline(parse_pipeline(yaml.safe_load(text), str(file)), {}, str(file))}
+    rl = plans["ppo"].cfg
+    assert rl.eval.task_reward == "rlhf.tasks:letter_reward" and rl.eval.max_general_drop is not None
+    # Human feedback (a reward model trained by the rm stage) against AI feedback (the judge): one key apart.
+    if name == "pipeline_tiny.yaml":
+        assert list(plans) == ["sft", "rm", "ppo"] and rl.reward.source == "model"
+        assert plans["ppo"].references == {"model.path": "sft", "model.reward_path": "rm"}
+    else:
+        assert list(plans) == ["sft", "ppo"] and rl.reward.source == "judge"
+        assert plans["ppo"].references == {"model.path": "sft"}
