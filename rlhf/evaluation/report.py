@@ -17,16 +17,19 @@ import sys
 import tempfile
 from typing import Optional
 
-from rlhf.evaluation.scores import DROP, GAIN, general_drop, target_gain
+from rlhf.evaluation.scores import DROP, GAIN, GENERAL_KEYS, general_drop, target_gain
 from rlhf.evaluation.task_reward import target_metric
 from rlhf.modes.spec import SPECS
 
 logger = logging.getLogger(__name__)
 
 
-def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = None) -> dict:
-    """The report's changes of `model` against the starting model."""
-    out = general_drop(start, model)
+def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = None,
+            general_baseline: Optional[dict[str, float]] = None) -> dict:
+    """The report's changes of `model` against the starting model; general drops against `general_baseline`
+    (`eval.general_baseline`: a pipeline's starting model) where given, as the run measured them."""
+    baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
+    out = general_drop({**start, **baseline}, model)
     key = target_metric(SPECS[mode].target, task_reward)
     higher = True if task_reward else SPECS[mode].higher_is_better
     if key in start and key in model:
@@ -94,7 +97,7 @@ def run_eval(cfg, model_path: str) -> dict:
         if started_ray:
             ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
-    changes = compare(cfg.algorithm.name, start, evaluated, cfg.eval.task_reward)
+    changes = compare(cfg.algorithm.name, start, evaluated, cfg.eval.task_reward, cfg.eval.general_baseline)
     return {"model": model_path, "starting_model": starting_model(cfg), "mode": cfg.algorithm.name,
             "starting_metrics": start, "model_metrics": evaluated, "changes": changes,
             "max_general_drop": cfg.eval.max_general_drop,

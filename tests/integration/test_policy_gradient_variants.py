@@ -57,17 +57,21 @@ def test_grpo_with_a_bf16_vllm_engine_and_tis_learns(tiny_assets, ray_session, t
     assert all(0.5 < m["rollout/is_weight_mean"] < 1.5 and 0 <= m["rollout/is_clipped_frac"] < 0.5 for m in metrics)
 
 
-@pytest.mark.parametrize("preset", ["grpo_tiny.yaml", "dapo_tiny.yaml", "dr_grpo_tiny.yaml", "gspo_tiny.yaml"])
+@pytest.mark.parametrize("preset", ["grpo_tiny.yaml", "dapo_tiny.yaml", "dr_grpo_tiny.yaml", "gspo_tiny.yaml",
+                                    "grpo_tiny.yaml algorithm.advantage=rloo",
+                                    "grpo_tiny.yaml algorithm.advantage=reinforce_pp"])
 def test_preset_learns(preset, tiny_assets, ray_session, tmp_path):
-    run_training(_config(tiny_assets, tmp_path, preset, "ray.policy.replicas=1"))
+    # The last two: the GRPO preset with RLOO's leave-one-out and REINFORCE++'s batch-normalised advantages.
+    name, *extra = preset.split()
+    run_training(_config(tiny_assets, tmp_path, name, "ray.policy.replicas=1", *extra))
     metrics = read_metrics(str(tmp_path))
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     first, last, ok = _learned(metrics)
     assert ok, (preset, first, last)
     assert all(math.isfinite(m["policy/loss"]) and 0 <= m["response/truncated_frac"] <= 1 for m in metrics)
-    if preset == "grpo_tiny.yaml":
+    if name == "grpo_tiny.yaml":
         assert all("policy/kl_loss" in m for m in metrics)
-    if preset == "dapo_tiny.yaml":
+    if name == "dapo_tiny.yaml":
         # Every group that reached an update had a score spread (flat ones were dropped and refilled).
         assert all(m["sampling/min_trained_group_std"] > 0 for m in metrics if m["sampling/trained_groups"])
         assert all(m["sampling/rounds"] <= 3 for m in metrics)

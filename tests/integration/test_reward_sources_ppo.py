@@ -102,6 +102,26 @@ def test_model_and_judge_sources_differ_by_one_key(tiny_assets, ray_session, tmp
         assert any(abs(score - s["score"]) > 1e-3 for score, s in zip(letters, samples)), source
 
 
+def test_weighted_source_scores_are_the_weighted_sum_of_its_sources(tiny_assets, ray_session, tmp_path):
+    from rlhf.rewards.factory import build_reward_source
+
+    cfg = small_config(tiny_assets, tmp_path / "weighted", "reward.source=weighted",
+                       "reward.weights={function: 1.0, judge: 0.5}", f"reward.judge.model_path={tiny_assets.judge}")
+    summary = run_training(cfg)
+    _check_ran(cfg, 3)
+    assert summary["reward_source"] == "weighted"
+    samples = [json.loads(line) for line in open(tmp_path / "weighted" / "samples.jsonl")]
+    prompts, responses = [s["prompt"] for s in samples], [s["response"] for s in samples]
+    # The same sources built on the driver and scored on the logged samples: 1.0 * letters + 0.5 * judge.
+    judge_cfg = small_config(tiny_assets, tmp_path / "j", "reward.source=judge",
+                             f"reward.judge.model_path={tiny_assets.judge}")
+    judge = build_reward_source(judge_cfg).score(prompts, responses).tolist()
+    letters = letter_reward(prompts, responses)
+    for sample, letter, judged in zip(samples, letters, judge):
+        assert sample["score"] == pytest.approx(letter + 0.5 * judged, abs=1e-4), sample
+    assert any(abs(judged) > 1e-3 for judged in judge)  # the judge's part is there to see
+
+
 def test_http_source_survives_an_outage_then_fails_naming_the_url_and_resumes(tiny_assets, ray_session, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/score"

@@ -49,3 +49,13 @@ def test_the_task_reward_becomes_the_target_of_the_tracker_and_of_rlhf_eval():
     changes = compare("rlaif", {TASK_REWARD: 0.4, "eval/reward/mean": 1.0},
                       {TASK_REWARD: 0.6, "eval/reward/mean": 1.0}, "rlhf.tasks:letter_reward")
     assert changes["target"] == TASK_REWARD and changes[GAIN] == pytest.approx(0.5)
+
+
+def test_rlhf_eval_measures_drops_against_the_general_baseline_when_the_config_has_one():
+    start = {"eval/general/perplexity": 60.0, "eval/sft/loss": 2.0}
+    model = {"eval/general/perplexity": 75.0, "eval/sft/loss": 1.0}
+    assert compare("sft", start, model)["eval/general/drop"] == pytest.approx(0.2)  # 1 - 60/75
+    # A pipeline stage: the run measured against the pipeline's start (perplexity 50), so does rlhf eval.
+    against_base = compare("sft", start, model, general_baseline={"perplexity": 50.0})
+    assert against_base["eval/general/drop"] == pytest.approx(1 - 50 / 75)
+    assert against_base["eval/target/gain"] == pytest.approx(0.5)  # the target still counts from the start
