@@ -51,3 +51,28 @@ def test_trl_half(algo, tiny_assets, tmp_path):
     result = run_trl(s, str(tmp_path), timeout_s=600)
     _check_one_step(result, s)
     assert result.tokens[0] > 0
+
+
+def test_rollout_bench_measures_the_builtin_engine_and_a_weight_push(tiny_assets):
+    """bench.rollout's measurement (its tokens/s decide the crossover behind `engine: auto`), on the tiny policy."""
+    from bench.rollout import build, measure
+    from rlhf.models.loading import load_causal_lm
+
+    path = str(tiny_assets.policy)
+    engine = build("builtin", path)
+    result = measure(engine, path, [4], new_tokens=8, repeats=1)
+    assert 0 < result[4] < 1e7  # generated tokens per second, a real finite rate
+    state_mb = sum(t.numel() * t.element_size() for t in load_causal_lm(path).state_dict().values()) / 2**20
+    assert result["sync_mb"] == pytest.approx(state_mb, rel=0.01)  # the whole policy was pushed
+    assert result["sync_ms_per_mb"] > 0
+
+
+def test_peft_memory_bench_trains_each_variant_with_the_right_trainable_share(tiny_assets):
+    from bench.peft_memory import one_variant
+
+    rows = {v: one_variant(str(tiny_assets.policy), v, batch=2, seq=16, steps=2) for v in ("full", "lora", "qlora")}
+    full, lora, qlora = rows["full"], rows["lora"], rows["qlora"]
+    assert 0 < lora["trainable_m"] < 0.5 * full["trainable_m"]
+    assert qlora["trainable_m"] == pytest.approx(lora["trainable_m"])  # the same adapters on a 4-bit base
+    for row in rows.values():
+        assert row["peak_rss_mb"] > 0 and row["step_s"] > 0

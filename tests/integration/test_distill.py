@@ -66,9 +66,9 @@ def test_on_policy_distillation_lowers_held_out_divergence_and_resumes(tiny_asse
 
 
 def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_session, tmp_path):
-    cfg = distill_config(tiny_assets, tmp_path, "algorithm.distill.mode=offline", "trainer.steps=20",
+    cfg = distill_config(tiny_assets, tmp_path / "straight", "algorithm.distill.mode=offline", "trainer.steps=20",
                          "eval.every_steps=0", "trainer.mini_batch_size=16", "trainer.micro_batch_size=8",
-                         "rollout.samples_per_prompt=1", "ray.policy.replicas=1")
+                         "rollout.samples_per_prompt=1", "ray.policy.replicas=1", "trainer.save_steps=10")
     summary = run_training(cfg)
     rows = read_metrics(cfg.trainer.output_dir)
     start, end = rows[0], rows[-1]
@@ -83,7 +83,17 @@ def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_ses
     assert len(data) == report["rows_written"] == report["sft_rows"] > 400
     assert report["rows_written"] + report["empty_answers_left_out"] == 462  # one answer per train prompt
     assert sum(letter_reward([r["prompt"] for r in data], [r["response"] for r in data])) / len(data) > 0.7
-    assert summary["final_model"] and os.path.isdir(summary["final_model"])
+    # Stopped right after the step-10 checkpoint, then resumed: the teacher's saved answers are read back (not
+    # generated again) and the same batches and losses follow, up to the same final score.
+    out = tmp_path / "resumed"
+    shutil.copytree(cfg.trainer.output_dir, out)
+    shutil.rmtree(out / "checkpoints" / "step_20")
+    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
+    resumed = read_metrics(str(out))
+    assert [r["step"] for r in resumed] == [r["step"] for r in rows]
+    for a, b in zip(resumed[11:], rows[11:]):
+        assert a["sft/loss"] == pytest.approx(b["sft/loss"], abs=1e-5), a["step"]
+    assert resumed[-1]["eval/student/task_score"] == pytest.approx(end["eval/student/task_score"], abs=1e-6)
 
 
 def test_teacher_with_another_vocabulary_fails_before_any_actor(tiny_assets, tmp_path):

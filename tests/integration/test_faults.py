@@ -97,3 +97,39 @@ def test_nonfinite_gradients_skip_the_optimizer_step(tiny_assets, ray_session, t
         assert ray.get(trainer.weights_blob.remote()) != start
     finally:
         ray.kill(trainer)
+
+
+def test_nonfinite_gradients_on_one_of_two_zero3_replicas_skip_the_step_on_both(tiny_assets, ray_session, tmp_path):
+    """Only rank 0's batch is poisoned; ZeRO-3 shards every weight over both ranks, so a rank that stepped
+    alone would leave the gathered model mixed. Both must skip, and both must step on the next good batch."""
+    from actors.trainer import TrainingActor
+
+    cfg = small_config(tiny_assets, tmp_path, "trainer.zero_stage=3", "ray.policy.replicas=2")
+    trainers = [TrainingActor.options(num_cpus=1).remote("policy", cfg, rank, 2) for rank in range(2)]
+    try:
+        addr, port = ray.get(trainers[0].master_address.remote())
+        ray.get([t.setup.remote(addr, port) for t in trainers])
+        generator = torch.Generator().manual_seed(0)
+        batch, prompt_len, length = 8, 6, 12
+        sequences = torch.randint(3, 200, (batch, length), generator=generator)
+        ones = torch.ones(batch, length - prompt_len)
+        advantages = torch.randn(batch, length - prompt_len, generator=generator)
+
+        def experience(adv):
+            return Experience(sequences, torch.ones_like(sequences), ones, -3 * ones, adv, torch.zeros_like(ones),
+                              None, prompt_len)
+
+        def gathered():
+            return ray.get([t.weights_blob.remote() for t in trainers])[0]  # every rank gathers; rank 0 returns
+
+        start = gathered()
+        poisoned = experience(advantages.masked_fill(advantages > 1.0, math.inf))
+        stats = ray.get([trainers[0].train.remote([poisoned]), trainers[1].train.remote([experience(advantages)])])
+        assert [s.values["policy/skipped_optimizer_steps"] for s in stats] == [1.0, 1.0]
+        assert gathered() == start  # no shard moved on either rank
+        stats = ray.get([t.train.remote([experience(advantages)]) for t in trainers])
+        assert [s.values["policy/skipped_optimizer_steps"] for s in stats] == [0.0, 0.0]
+        assert gathered() != start
+    finally:
+        for trainer in trainers:
+            ray.kill(trainer)

@@ -8,9 +8,11 @@ model. A PPO run logs the eval/ keys (held-out reward and the general probe).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -54,7 +56,8 @@ def test_pretrained_base_scores_meaningfully_on_the_probe_and_the_random_policy_
 
 def test_harmful_run_stops_at_the_gate_and_keeps_the_best_model_within_it(tiny_assets, ray_session, tmp_path):
     cfg = gate_config(tiny_assets, tmp_path, "trainer.learning_rate=0.001", "trainer.steps=30",
-                      "eval.every_steps=1", "eval.on_general_drop=stop")
+                      "eval.every_steps=1", "eval.on_general_drop=stop", "trainer.save_steps=2",
+                      "trainer.keep_checkpoints=10")
     summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))
     ev = summary["evaluation"]
@@ -72,6 +75,24 @@ def test_harmful_run_stops_at_the_gate_and_keeps_the_best_model_within_it(tiny_a
     best = probe_in_process(cfg, str(tmp_path / "best"))
     assert general_drop(start, best)[DROP] <= LIMIT
     assert best["eval/general/perplexity"] == pytest.approx(best_row["eval/general/perplexity"], rel=1e-4)
+    # The gate's state is in the checkpoint: resumed from step 2, the drops are still measured against step
+    # 0's probe (a fresh start would measure against step 3's and never stop), the best point so far is
+    # kept, and the run stops at the same step with the same best/.
+    out = tmp_path.parent / (tmp_path.name + "_resumed")
+    shutil.copytree(tmp_path, out)
+    for name in os.listdir(out / "checkpoints"):
+        if name != "step_2":
+            shutil.rmtree(out / "checkpoints" / name)
+    resumed = run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))),
+                           resume=True)
+    assert resumed["steps"] == summary["steps"] and resumed["evaluation"]["gate"] == "stopped"
+    assert resumed["evaluation"]["best_step"] == ev["best_step"]
+    assert resumed["evaluation"]["target_start"] == ev["target_start"]
+    again = read_metrics(str(out))
+    assert [r["step"] for r in again] == [r["step"] for r in rows]
+    for a, b in zip(again[3:], rows[3:]):
+        assert a[DROP] == pytest.approx(b[DROP], abs=1e-6) and a["eval/sft/loss"] == pytest.approx(b["eval/sft/loss"],
+                                                                                                   abs=1e-6)
 
 
 def test_harmful_run_with_warn_runs_to_the_end_and_reports_the_breach(tiny_assets, ray_session, tmp_path, caplog):

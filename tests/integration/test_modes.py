@@ -51,6 +51,26 @@ def rlhf_eval_matches_the_run(summary, cfg, rows, keys, tmp_path) -> dict:
     return report
 
 
+def resume_matches_the_run(cfg, rows, at: int, keys, tmp_path) -> list[dict]:
+    """A copy of the run stopped right after its step-`at` checkpoint, resumed: every later step logs the
+    uninterrupted run's numbers (same batches, same optimizer and sampler state)."""
+    out = tmp_path / "resumed"
+    shutil.copytree(cfg.trainer.output_dir, out)
+    steps = cfg.trainer.steps
+    shutil.rmtree(out / "checkpoints" / f"step_{steps}")
+    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
+    resumed = read_metrics(str(out))
+    assert [r["step"] for r in resumed] == [r["step"] for r in rows]
+    compared = set()
+    for a, b in zip(resumed, rows):
+        for key in keys:
+            if a["step"] > at and key in b:
+                assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
+                compared.add(key)
+    assert compared == set(keys), set(keys) - compared
+    return resumed
+
+
 def _placed_groups(cfg) -> set[str]:
     with open(os.path.join(cfg.trainer.output_dir, "placement.json")) as fh:
         return set(json.load(fh))
@@ -104,7 +124,7 @@ def test_reward_model_beats_chance_held_out_and_loads_as_the_ppo_reward(tiny_ass
 
     cfg = mode_config("rm", tiny_assets, tmp_path, f"model.reward_path={tiny_assets.reward}",
                       "data.train_path=DATA/prefs_train.jsonl", "data.eval_path=DATA/prefs_eval.jsonl",
-                      "trainer.steps=20")
+                      "trainer.steps=20", "trainer.save_steps=10")
     summary, rows = run(cfg)
     start, end = rows[0]["eval/rm/accuracy"], rows[-1]["eval/rm/accuracy"]
     assert end >= 0.75 and end > start + 0.15, (start, end)
@@ -121,11 +141,12 @@ def test_reward_model_beats_chance_held_out_and_loads_as_the_ppo_reward(tiny_ass
     # `rlhf eval` evaluates the trained classifier (model.reward_path), not the tokenizer's model.path.
     report = rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/rm/accuracy", "eval/rm/loss"), tmp_path)
     assert report["starting_model"] == str(tiny_assets.reward) and report["changes"]["eval/target/gain"] > 0.15
+    resume_matches_the_run(cfg, rows, 10, ("rm/loss", "rm/accuracy", "eval/rm/accuracy", "eval/rm/loss"), tmp_path)
 
 
 def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path):
-    cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
-                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=20")
+    cfg = mode_config("dpo", tiny_assets, tmp_path / "run", "data.train_path=DATA/prefs_train.jsonl",
+                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=20", "trainer.save_steps=10")
     summary, rows = run(cfg)
     first, last = rows[1], rows[-1]
     # Step 1 runs on the reference weights: implicit rewards are ~0, so accuracy and margin start at ~0.
@@ -139,6 +160,8 @@ def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path)
     assert _placed_groups(cfg) == {"policy", "reference"}
     rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/rewards/accuracy", "eval/rewards/margin", "eval/dpo/loss"),
                               tmp_path)
+    resume_matches_the_run(cfg, rows, 10, ("dpo/loss", "rewards/margin", "eval/dpo/loss", "eval/rewards/margin"),
+                           tmp_path)
 
 
 def test_simpo_runs_without_a_reference_group(tiny_assets, ray_session, tmp_path):
@@ -167,7 +190,8 @@ def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_sessi
     # trains against: pleasing the judge must also do the task.
     cfg = mode_config("rlaif", tiny_assets, tmp_path / "run", "data.train_path=DATA/task_train.jsonl",
                       "data.eval_path=DATA/task_eval.jsonl", "trainer.steps=30", "eval.every_steps=15",
-                      f"reward.judge.model_path={tiny_assets.judge}", "eval.task_reward=rlhf.tasks:letter_reward")
+                      f"reward.judge.model_path={tiny_assets.judge}", "eval.task_reward=rlhf.tasks:letter_reward",
+                      "trainer.save_steps=20")
     summary, rows = run(cfg)
     assert _placed_groups(cfg) == {"policy", "reference", "reward", "rollout"}
     # Step 0 compares the starting policy with itself on identical samples.
@@ -183,6 +207,9 @@ def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_sessi
     report = rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/win_rate", "eval/reward/mean",
                                                             "eval/task_reward/mean"), tmp_path)
     assert report["changes"]["target"] == "eval/task_reward/mean"
+    # Resumed from step 20: the sampler, the engines' weights and the win-rate's baseline samples come back.
+    resume_matches_the_run(cfg, rows, 20, ("dpo/loss", "reward/mean", "rlaif/pairs", "eval/win_rate",
+                                           "eval/task_reward/mean"), tmp_path)
 
 
 def test_preference_mode_on_data_without_pairs_fails_before_any_actor(tiny_assets, tmp_path):

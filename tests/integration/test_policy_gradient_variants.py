@@ -1,6 +1,7 @@
 """The policy-gradient menu on real Ray, DeepSpeed and engines: mismatch correction with a bf16 vLLM
-engine feeding a float32 trainer, and the GRPO/DAPO/Dr. GRPO/GSPO presets, each against the tiny PPO
-test's learning bar (last-10 mean reward > 1.5x the first-10 mean on the seed-0 assets).
+engine feeding a float32 trainer, the GRPO/DAPO/Dr. GRPO/GSPO presets, and the RLOO and REINFORCE++
+estimators, each against the tiny PPO test's learning bar (last-10 mean reward > 1.5x the first-10 mean on
+the seed-0 assets).
 
 40 steps, not the PPO test's 60, to keep `make test` short: the 60-step runs of all five configs (618 s
 together) met the bar at step 40 too (last-10 / first-10 at 40: vLLM-bf16 2.30, grpo 1.74, dapo 2.01,
@@ -58,10 +59,11 @@ def test_grpo_with_a_bf16_vllm_engine_and_tis_learns(tiny_assets, ray_session, t
 
 
 @pytest.mark.parametrize("preset", ["grpo_tiny.yaml", "dapo_tiny.yaml", "dr_grpo_tiny.yaml", "gspo_tiny.yaml",
-                                    "grpo_tiny.yaml algorithm.advantage=rloo",
+                                    "dr_grpo_tiny.yaml algorithm.advantage=rloo",
                                     "grpo_tiny.yaml algorithm.advantage=reinforce_pp"])
 def test_preset_learns(preset, tiny_assets, ray_session, tmp_path):
-    # The last two: the GRPO preset with RLOO's leave-one-out and REINFORCE++'s batch-normalised advantages.
+    # The last two: RLOO's leave-one-out baseline in place of Dr. GRPO's group mean (both unscaled), and
+    # REINFORCE++'s batch-normalised advantages in place of GRPO's group-normalised ones.
     name, *extra = preset.split()
     run_training(_config(tiny_assets, tmp_path, name, "ray.policy.replicas=1", *extra))
     metrics = read_metrics(str(tmp_path))

@@ -77,3 +77,39 @@ def test_qlora_merges_dequantized_weights_and_saves_a_plain_model(tiny_assets, t
     # weights on unit-scale inputs, bf16-like arithmetic), so the dense copy agrees only that closely.
     gap = (_logits(plain) - _logits(model)).abs()
     assert gap.mean() < 0.1 and gap.max() < 0.5, (gap.mean(), gap.max())
+
+
+def _dense_reference(model) -> dict[str, torch.Tensor]:
+    """W = dequantize(4-bit base) + scaling * B @ A per adapted layer, in float32, computed apart from the code
+    under test (bitsandbytes' own dequantization, before any forward repacks the weights for the CPU kernel)."""
+    from bitsandbytes.functional import dequantize_4bit
+
+    out = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and hasattr(module, "get_base_layer"):
+            layer = module.get_base_layer()
+            weight = dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+            delta = module.lora_B["default"].weight.float() @ module.lora_A["default"].weight.float()
+            out[name.removeprefix("base_model.model.") + ".weight"] = weight + delta * module.scaling["default"]
+    return out
+
+
+def test_qlora_merged_weights_equal_a_dense_float32_reference_and_a_stale_push_shows(tiny_assets):
+    require("bitsandbytes")
+    model = _trained_lora(str(tiny_assets.policy), quantization="nf4")
+    reference = _dense_reference(model)
+    assert len(reference) == 14  # 7 linear layers x 2 blocks
+    _logits(model)  # the first forward repacks the 4-bit weights for the CPU kernel; the merge must see through it
+    merged = merged_state_dict(model)
+    for key, weight in reference.items():
+        assert torch.allclose(merged[key], weight, rtol=0, atol=1e-6), key
+    # One small training step later (B moves by 1e-3), the weights pushed before are stale: the same check
+    # tells them from the current ones, where the logits gap of a 4-bit kernel could not.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 1e-3)
+    current = merged_state_dict(model)
+    stale_gap = max(float((merged[k] - current[k]).abs().max()) for k in reference)
+    assert stale_gap > 1e-4, stale_gap
+    assert not any(torch.allclose(current[k], w, atol=1e-6) for k, w in reference.items())
