@@ -151,25 +151,32 @@ def assert_kl_coef_continues(rows: list[dict], cfg_kl: dict, batch: int) -> None
 
 def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(cluster, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("job_a"))
-    cluster.submit("rlhf-a", out, "trainer.steps=10", "logging.wandb.enabled=true", "logging.wandb.mode=offline")
+    # old_logprobs: recompute, so every step measures the engine's log-probs against the trainer's.
+    cluster.submit("rlhf-a", out, "trainer.steps=12", "logging.wandb.enabled=true", "logging.wandb.mode=offline",
+                   "algorithm.old_logprobs=recompute")
     wait_for(lambda: steps_done(out) >= 1, 400, "the first step")
     os.kill(placement(out)["rollout"][0]["pid"], signal.SIGKILL)
     wait_for(lambda: steps_done(out) >= 4, 300, "step 4 after the engine kill")
     os.kill(placement(out)["reference"][0]["pid"], signal.SIGKILL)
+    wait_for(lambda: steps_done(out) >= 6, 300, "step 6 after the reference kill")
+    os.kill(placement(out)["reward"][0]["pid"], signal.SIGKILL)
     assert cluster.wait_status("rlhf-a", {"SUCCEEDED"}, 400) == "SUCCEEDED", cluster.logs("rlhf-a")[-4000:]
 
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == list(range(1, 11))
-    assert rows[-1]["faults/actor_restarts"] == 2
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert rows[-1]["faults/actor_restarts"] == 3
     logs = cluster.logs("rlhf-a")
-    assert "rollout replica 0 died" in logs and "reference replica 0 died" in logs
+    assert "rollout replica 0 died" in logs and "reference replica 0 died" in logs and "reward replica 0 died" in logs
+    # The restarted engine was given the current weights before it generated again: its log-probs are the
+    # trainer's on every step (an engine left with the starting weights is off by far more after step 1).
+    assert all(r["rollout/logprob_abs_diff"] < 1e-4 for r in rows), [r["rollout/logprob_abs_diff"] for r in rows]
     where = placement(out)
     policy_nodes = {w["node_id"] for w in where["policy"]}
     assert len(policy_nodes) == 2, where["policy"]  # STRICT_SPREAD: one process group across two nodes
     assert "node_a" in where["rollout"][0]["resources"] and "node_b" in where["critic"][0]["resources"]
     assert where["rollout"][0]["node_id"] != where["critic"][0]["node_id"]
     assert os.path.isfile(os.path.join(out, "final", "config.json"))
-    assert os.path.isdir(os.path.join(out, "checkpoints", "step_10"))
+    assert os.path.isdir(os.path.join(out, "checkpoints", "step_12"))
 
     # RELIABILITY 12: the Jobs API answers only on 127.0.0.1, and only with the cluster's token.
     import urllib.error

@@ -82,6 +82,16 @@ def test_sampling_options_are_honoured(engines, tokenizer_and_ids, tiny_assets):
         greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=5,
                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, prompt.shape[1]:]
         assert g.token_ids == greedy.tolist()[:len(g.token_ids)]
+    # top_p that keeps only the most likely token: greedy too (top_p reaches the engine's sampler).
+    _, nucleus = _generate(engines, ids[:2], tok, SamplingSpec(n=2, top_p=1e-6, max_new_tokens=5, seed=4))
+    assert [g.token_ids for g in nucleus] == [g.token_ids for g in gens]
+    # A prompt that with max_new_tokens does not fit the engine's context is refused before vLLM sees the batch,
+    # naming the limit and the keys to change; the engine serves the next request.
+    limit = 256  # the tiny policy's max_position_embeddings, vLLM's default max_model_len
+    with pytest.raises(ValueError, match=rf"exceed the engine's max_model_len={limit}; lower data.max_prompt_tokens"):
+        ray.get(engines[0].generate.remote([ids[0] * (limit // len(ids[0]) + 1)],
+                                           SamplingSpec(n=1, max_new_tokens=12, seed=0)))
+    assert ray.get(engines[0].generate.remote([ids[0]], SamplingSpec(n=1, max_new_tokens=3, seed=0)))
     # A stop string ends the completion right at the token that completes it.
     _, free = _generate(engines, ids, tok, SamplingSpec(n=4, max_new_tokens=12, seed=5))
     texts = [tok.decode(g.token_ids, skip_special_tokens=True) for g in free]
