@@ -164,9 +164,12 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
 
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, 13))
-    assert rows[-1]["faults/actor_restarts"] == 3
     logs = cluster.logs("rlhf-a")
-    assert "rollout replica 0 died" in logs and "reference replica 0 died" in logs and "reward replica 0 died" in logs
+    assert "rollout replica 0 died" in logs and "reference replica 0 died" in logs
+    # The reward worker holds no state: killed between two calls, Ray restarts it before the next one and the
+    # driver never sees it fail (not counted); killed during its call, the phase is retried (counted).
+    assert rows[-1]["faults/actor_restarts"] == 2 + ("reward replica 0 died" in logs)
+    assert all(r["reward/invalid"] == 0 and r["train/skipped_update"] == 0 for r in rows)
     # The restarted engine was given the current weights before it generated again: its log-probs are the
     # trainer's on every step (an engine left with the starting weights is off by far more after step 1).
     assert all(r["rollout/logprob_abs_diff"] < 1e-4 for r in rows), [r["rollout/logprob_abs_diff"] for r in rows]

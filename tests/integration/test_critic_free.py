@@ -96,8 +96,9 @@ def test_bf16_training_end_to_end(tiny_assets, ray_session, tmp_path):
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert all(m["train/skipped_update"] == 0 and math.isfinite(m["policy/loss"]) for m in metrics)
     assert metrics[0]["kl/mean"] == 0.0 and metrics[-1]["kl/mean"] != 0.0  # the trained policy left its start
-    # The engine samples from the weights just trained, in the same precision: a bf16-sized gap, not a stale one.
-    assert all(m["rollout/logprob_abs_diff"] < 0.1 for m in metrics[1:]), [m["rollout/logprob_abs_diff"] for m in metrics]
+    # The engine samples from the weights just trained, in the same precision: a bf16-sized gap (measured
+    # 2e-4 to 5e-4 per token), far below a stale engine's after a step (the policy moved ~2 nats per sample).
+    assert all(m["rollout/logprob_abs_diff"] < 0.01 for m in metrics), [m["rollout/logprob_abs_diff"] for m in metrics]
     final = load_file(os.path.join(summary["final_model"], "model.safetensors"))
     assert {t.dtype for t in final.values()} == {torch.bfloat16}
     start = load_file(os.path.join(tiny_assets.policy, "model.safetensors"))
