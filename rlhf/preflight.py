@@ -56,9 +56,9 @@ def check_reward_sources(cfg: Config) -> None:
                               "or put its folder on PYTHONPATH (the working directory is searched too)") from None
     if cfg.eval.task_reward:
         try:
-            import_function(cfg.eval.task_reward)
+            import_function(cfg.eval.task_reward, "eval.task_reward")
         except ValueError as err:
-            raise ConfigError(f"eval.task_reward: {str(err).removeprefix('reward.function: ')}") from None
+            raise ConfigError(str(err)) from None
     if spec.scores and "judge" in cfg.reward.sources:
         from rlhf.rewards.rubric import load_rubric
 

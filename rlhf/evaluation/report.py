@@ -19,7 +19,6 @@ from typing import Optional
 
 from rlhf.evaluation.scores import DROP, GAIN, GENERAL_KEYS, general_drop, target_gain
 from rlhf.evaluation.task_reward import target_metric
-from rlhf.modes.spec import SPECS
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +29,18 @@ def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = No
     (`eval.general_baseline`: a pipeline's starting model) where given, as the run measured them."""
     baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
     out = general_drop({**start, **baseline}, model)
-    key = target_metric(SPECS[mode].target, task_reward)
-    higher = True if task_reward else SPECS[mode].higher_is_better
+    key, higher = target_metric(mode, task_reward)
     if key in start and key in model:
         out[GAIN] = target_gain(start[key], model[key], higher)
     return {"target": key, **out}
 
 
-def starting_model(cfg) -> str:
-    """The model a run of `cfg` starts from: rm trains `model.reward_path` (when set), the others `model.path`."""
-    return (cfg.model.reward_path or cfg.model.path) if cfg.algorithm.name == "rm" else cfg.model.path
+def starting_model(cfg) -> tuple[str, str]:
+    """(config key, path) of the model a run of `cfg` starts from: rm trains `model.reward_path` when set,
+    the other modes `model.path`."""
+    if cfg.algorithm.name == "rm" and cfg.model.reward_path:
+        return "model.reward_path", cfg.model.reward_path
+    return "model.path", cfg.model.path
 
 
 def model_config(cfg, model_path: str, output_dir: str):
@@ -76,13 +77,13 @@ def run_eval(cfg, model_path: str) -> dict:
 
     cfg.validate()
     check_eval_data(cfg)
-    start_key = "model.reward_path" if cfg.algorithm.name == "rm" and cfg.model.reward_path else "model.path"
-    for key, path in (("--model", model_path), (start_key, starting_model(cfg))):
+    start_key, start_path = starting_model(cfg)
+    for key, path in (("--model", model_path), (start_key, start_path)):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{key}: {path!r} is not a Hugging Face model folder (no config.json)")
     scratch = tempfile.mkdtemp(prefix="rlhf-eval-")  # the runtimes' placement.json
     drivers = [build_runtime(model_config(cfg, path, os.path.join(scratch, name)))  # bad input fails here
-               for name, path in (("start", starting_model(cfg)), ("model", model_path))]
+               for name, path in (("start", start_path), ("model", model_path))]
     for driver in drivers:
         os.makedirs(driver.output_dir)
     started_ray = init_ray(cfg, drivers[0].group_names())
@@ -98,7 +99,7 @@ def run_eval(cfg, model_path: str) -> dict:
             ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
     changes = compare(cfg.algorithm.name, start, evaluated, cfg.eval.task_reward, cfg.eval.general_baseline)
-    return {"model": model_path, "starting_model": starting_model(cfg), "mode": cfg.algorithm.name,
+    return {"model": model_path, "starting_model": start_path, "mode": cfg.algorithm.name,
             "starting_metrics": start, "model_metrics": evaluated, "changes": changes,
             "max_general_drop": cfg.eval.max_general_drop,
             "within_limit": cfg.eval.max_general_drop is None or changes[DROP] <= cfg.eval.max_general_drop}

@@ -10,32 +10,36 @@ model and the pipeline report follow.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
-from rlhf.rewards.columns import call_with_accepted, columns_as_lists
-from rlhf.rewards.function import import_function
+import torch
+
+from rlhf.modes.spec import SPECS
+from rlhf.rewards.columns import columns_as_lists
+from rlhf.rewards.function import FunctionReward
 
 TASK_REWARD = "eval/task_reward/mean"
+KEY = "eval.task_reward"
 
 
-def target_metric(mode_target: str, task_reward: Optional[str]) -> str:
-    """The run's target metric: the task reward's when `eval.task_reward` is set, else the mode's."""
-    return TASK_REWARD if task_reward else mode_target
+def target_metric(mode: str, task_reward: Optional[str]) -> tuple[str, bool]:
+    """(the run's target metric, whether higher is better): the task reward when `eval.task_reward` is set,
+    else the mode's own target."""
+    spec = SPECS[mode]
+    return (TASK_REWARD, True) if task_reward else (spec.target, spec.higher_is_better)
 
 
 class TaskReward:
+    """The `eval.task_reward` function, called as a `reward.source: function` is (same checks on its scores)."""
+
     def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self.fn = import_function(spec)
+        self.source = FunctionReward(spec, KEY)
 
     def metrics(self, prompts: list[str], responses: list[str], columns: Optional[list[dict]] = None) -> dict:
         """`eval/task_reward/mean` over the samples whose score is finite (NaN when none is)."""
-        kwargs = {**(columns_as_lists(columns) if columns else {}), "prompts": list(prompts),
-                  "responses": list(responses)}
-        scores = [float(s) for s in call_with_accepted(self.fn, **kwargs)]
-        if len(scores) != len(responses):
-            raise ValueError(f"eval.task_reward: {self.spec} returned {len(scores)} scores for "
-                             f"{len(responses)} responses")
-        finite = [s for s in scores if math.isfinite(s)]
-        return {TASK_REWARD: sum(finite) / len(finite) if finite else float("nan")}
+        try:
+            scores = self.source.score(prompts, responses, columns=columns_as_lists(columns) if columns else None)
+        except ValueError as err:
+            raise ValueError(f"{KEY}: {err}") from None
+        finite = scores[torch.isfinite(scores)]
+        return {TASK_REWARD: float(finite.mean()) if len(finite) else float("nan")}

@@ -14,15 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from rlhf.modes.spec import SPECS
 from rlhf.evaluation.task_reward import target_metric
 from rlhf.evaluation.scores import (DROP, GAIN, GENERAL_KEYS, gate_action, general_drop, is_better,
                                     target_gain)
 
 logger = logging.getLogger(__name__)
-
-TARGETS: dict[str, tuple[str, bool]] = {name: (spec.target, spec.higher_is_better) for name, spec in SPECS.items()}
-"""mode -> (target metric on the held-out split, whether higher is better)."""
 
 OVER_LIMIT = "eval/general/over_limit"
 
@@ -38,10 +34,7 @@ class Verdict:
 class EvalTracker:
     def __init__(self, mode: str, max_general_drop: Optional[float], on_general_drop: str,
                  general_baseline: Optional[dict[str, float]] = None, task_reward: Optional[str] = None) -> None:
-        mode_target, self.higher_is_better = TARGETS[mode]
-        self.target_key = target_metric(mode_target, task_reward)
-        if task_reward:
-            self.higher_is_better = True
+        self.target_key, self.higher_is_better = target_metric(mode, task_reward)
         self.baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
         """eval/general/* values the drops are measured against instead of step 0's (empty: step 0's)."""
         self.max_general_drop = max_general_drop

@@ -16,25 +16,26 @@ from rlhf.rewards.base import check_scores
 from rlhf.rewards.columns import call_with_accepted
 
 
-def import_function(spec: str) -> Callable:
-    """Import `module:function`, looking in the working directory too (as a user would expect)."""
+def import_function(spec: str, key: str = "reward.function") -> Callable:
+    """Import `module:function`, looking in the working directory too (as a user would expect); errors name
+    the config `key` that gave the spec."""
     module_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"reward.function: cannot import module {module_name!r}: {err}") from None
+        raise ValueError(f"{key}: cannot import module {module_name!r}: {err}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ValueError(f"reward.function: {module_name!r} has no callable {attr!r}")
+        raise ValueError(f"{key}: {module_name!r} has no callable {attr!r}")
     return fn
 
 
 class FunctionReward:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, key: str = "reward.function") -> None:
         self.name = f"function:{spec}"
-        self.fn = import_function(spec)
+        self.fn = import_function(spec, key)
 
     def score(self, prompts, responses, sequences=None, attention_mask=None, columns=None) -> torch.Tensor:
         # The texts win over a data field of the same name: they are what is being scored.

@@ -105,15 +105,7 @@ def test_sft_loss_falls_on_train_and_held_out_and_resumes(tiny_assets, ray_sessi
     final_nll = _demonstration_nll(summary["final_model"], cfg)
     assert final_nll < 0.5 * start_nll, (start_nll, final_nll)
     # Stopped right after the step-10 checkpoint, then resumed: the same batches and losses follow.
-    out = tmp_path / "resumed"
-    shutil.copytree(cfg.trainer.output_dir, out)
-    shutil.rmtree(out / "checkpoints" / "step_20")
-    resumed_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out)))
-    run_training(resumed_cfg, resume=True)
-    resumed = read_metrics(str(out))
-    assert [r["step"] for r in resumed] == list(range(0, 21))
-    for a, b in zip(resumed[11:], rows[11:]):
-        assert a["sft/loss"] == pytest.approx(b["sft/loss"], abs=1e-5), a["step"]
+    resume_matches_the_run(cfg, rows, 10, ("sft/loss",), tmp_path)
 
 
 def test_reward_model_beats_chance_held_out_and_loads_as_the_ppo_reward(tiny_assets, ray_session, tmp_path):

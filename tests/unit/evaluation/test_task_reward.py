@@ -32,14 +32,15 @@ def test_row_fields_reach_the_function_and_non_finite_scores_are_left_out(tmp_pa
 
 def test_a_wrong_number_of_scores_names_the_key():
     reward = TaskReward("rlhf.tasks:letter_reward")
-    reward.fn = lambda prompts, responses: [1.0]
-    with pytest.raises(ValueError, match=r"eval.task_reward: rlhf.tasks:letter_reward returned 1 scores for 2"):
+    reward.source.fn = lambda prompts, responses: [1.0]
+    with pytest.raises(ValueError, match=r"^eval.task_reward: .*rlhf.tasks:letter_reward returned 1 scores for 2"):
         reward.metrics(PROMPTS, ["b", "k"])
 
 
 def test_the_task_reward_becomes_the_target_of_the_tracker_and_of_rlhf_eval():
-    assert target_metric("eval/reward/mean", None) == "eval/reward/mean"
-    assert target_metric("eval/reward/mean", "rlhf.tasks:letter_reward") == TASK_REWARD
+    assert target_metric("ppo", None) == ("eval/reward/mean", True)
+    assert target_metric("sft", None) == ("eval/sft/loss", False)
+    assert target_metric("sft", "rlhf.tasks:letter_reward") == (TASK_REWARD, True)
     tracker = EvalTracker("ppo", None, "warn", task_reward="rlhf.tasks:letter_reward")
     tracker.observe(0, {"eval/reward/mean": 2.0, TASK_REWARD: 0.2})
     metrics = {"eval/reward/mean": 3.0, TASK_REWARD: 0.3}

@@ -5,7 +5,7 @@ import math
 
 from rlhf.algorithms.objectives import OBJECTIVES
 from rlhf.config.schema import MODES
-from rlhf.evaluation.tracker import TARGETS
+from rlhf.evaluation.task_reward import target_metric
 from rlhf.modes.spec import SPECS
 from rlhf.quiet import expected_load_report
 from rlhf.summary import headline, summary_text
@@ -13,7 +13,8 @@ from rlhf.summary import headline, summary_text
 
 def test_every_table_is_derived_from_the_mode_specs():
     assert MODES == tuple(SPECS) == ("ppo", "sft", "rm", "dpo", "rlaif", "distill")
-    assert TARGETS == {name: (spec.target, spec.higher_is_better) for name, spec in SPECS.items()}
+    assert {name: target_metric(name, None) for name in SPECS} == {
+        name: (spec.target, spec.higher_is_better) for name, spec in SPECS.items()}
     # Every trained role of every mode has a loss, and no loss belongs to a role no mode trains.
     assert {key for spec in SPECS.values() for key in spec.objectives} == set(OBJECTIVES)
     for spec in SPECS.values():
