@@ -152,16 +152,20 @@ def test_a_harmful_second_stage_is_stopped_by_the_gate_against_the_pipelines_sta
 
 @pytest.mark.parametrize("name", ["pipeline_tiny.yaml", "pipeline_rlaif_tiny.yaml"])
 def test_shipped_pipelines_pass_every_check_on_the_built_assets(name, tiny_assets, tmp_path, monkeypatch):
-    """The shipped pipelines plan and pass every stage's preflight (nothing runs), read from the repository
-    root as a user runs them, with the assets where the tests built them."""
+    """The shipped pipelines plan and pass every stage's preflight (nothing runs), unedited, run as a user
+    runs them: from a checkout whose `.assets/tiny` holds the built assets (here the tests' own, linked in,
+    so the check does not depend on assets built by hand in the working tree)."""
     from rlhf.pipeline.checks import check_pipeline
     from rlhf.pipeline.spec import parse_pipeline
 
-    text = open(os.path.join(CONFIGS, name)).read().replace(".assets/tiny", str(tiny_assets.root))
-    file = tmp_path / name
-    file.write_text(text)
-    monkeypatch.chdir(os.path.join(CONFIGS, ".."))
-    plans = {p.name: p for p in check_pipeline(parse_pipeline(yaml.safe_load(text), str(file)), {}, str(file))}
+    checkout = tmp_path / "checkout"
+    (checkout / ".assets").mkdir(parents=True)
+    (checkout / ".assets" / "tiny").symlink_to(tiny_assets.root)
+    for part in ("configs", "rlhf"):  # the configs name files under both (the judge's rubric is in rlhf/)
+        (checkout / part).symlink_to(os.path.abspath(os.path.join(CONFIGS, "..", part)))
+    monkeypatch.chdir(checkout)
+    file = os.path.join("configs", name)
+    plans = {p.name: p for p in check_pipeline(parse_pipeline(yaml.safe_load(open(file)), file), {}, file)}
     rl = plans["ppo"].cfg
     assert rl.eval.task_reward == "rlhf.tasks:letter_reward" and rl.eval.max_general_drop is not None
     # Human feedback (a reward model trained by the rm stage) against AI feedback (the judge): one key apart.
