@@ -119,10 +119,10 @@ def run_ours(s: BenchSettings, work: str, timeout_s: float, overrides: list[str]
 
 def _reward_of(row: dict) -> float:
     """The step's reward; for DPO, the preference accuracy (chosen scored above rejected)."""
-    for key in ("reward/mean", "dpo/accuracy", "rewards/accuracies"):
+    for key in ("reward/mean", "rewards/accuracy", "rewards/accuracies"):  # ours, ours (DPO), TRL (DPO)
         if key in row:
             return row[key]
-    return next((v for k, v in row.items() if "accurac" in k), float("nan"))
+    return float("nan")
 
 
 def run_trl(s: BenchSettings, work: str, timeout_s: float) -> SideResult:

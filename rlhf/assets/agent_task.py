@@ -12,6 +12,7 @@ Files written under ``OUT/data/``:
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 AGENT_FILES = ("agent_train.jsonl", "agent_eval.jsonl", "agent_sft_train.jsonl")
@@ -38,7 +39,8 @@ def _row(triple, rng: random.Random) -> dict:
 
 def transcript(row: dict) -> list[dict]:
     """The demonstration of one question: call calc with the expression, then answer with its output."""
-    expression = row["prompt"].split(" ", 2)[-1].rstrip("?.").replace(" ", "")
+    a, op, b = re.search(r"(\d+) ([+*]) (\d+)", row["prompt"]).groups()
+    expression = f"{a}{op}{b}"
     return [{"role": "user", "content": row["prompt"]},
             {"role": "assistant", "content": f'<tool name="calc">{expression}</tool>'},
             {"role": "tool", "content": row["answer"]},

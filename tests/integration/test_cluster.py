@@ -227,17 +227,14 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     wait_for(lambda: steps_done(out) >= stopped_at + 1 and {w["pid"] for w in placement(out)["policy"]}.isdisjoint(pids),
              400, "a step of the resumed job")
     os.kill(placement(out)["policy"][1]["pid"], signal.SIGKILL)
-    killed = time.monotonic()
-    assert cluster.wait_status("rlhf-b2", {"FAILED"}, 120) == "FAILED"
-    assert time.monotonic() - killed < 90
+    # Fast: within 90 s of the kill (the survivors would otherwise sit in a collective until its timeout).
+    assert cluster.wait_status("rlhf-b2", {"FAILED"}, 90) == "FAILED"
     assert "policy replica 1 died" in cluster.logs("rlhf-b2")
 
     # RELIABILITY 11: node_b (the critic's node) lost -> placement fails in bounded time naming the group.
     cluster.script("stop_cluster.sh", "node_b")
-    started = time.monotonic()
     cluster.submit("rlhf-b3", out, *steps, "ray.placement_timeout_s=15", resume=True)
-    assert cluster.wait_status("rlhf-b3", {"FAILED"}, 180) == "FAILED"
-    assert time.monotonic() - started < 180
+    assert cluster.wait_status("rlhf-b3", {"FAILED"}, 180) == "FAILED"  # bounded: the wait raises at 180 s
     assert re.search(r"placement group of critic could not be placed", cluster.logs("rlhf-b3"))
 
     # The node is back: resume finishes the run; every step ran once and the KL state carried over.

@@ -2,7 +2,6 @@
 engine), the tiny policy as the student and the tiny teacher asset (twice its size, trained on the task)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from rlhf.config import ConfigError, load
 from rlhf.metrics import read_metrics
 from rlhf.tasks import letter_reward
 from rlhf.train import run_training
+from tests.integration.resume_check import resume_matches_the_run
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +54,7 @@ def test_on_policy_distillation_lowers_held_out_divergence_and_resumes(tiny_asse
     assert summary["headline"]["eval/distill/divergence"][1] == end["eval/distill/divergence"]
     # Stopped right after the step-5 checkpoint, then resumed: the restored student's weights are pushed to
     # the engines and the sampler continues, so the same samples and divergences follow.
-    out = tmp_path / "resumed"
-    shutil.copytree(cfg.trainer.output_dir, out)
-    shutil.rmtree(out / "checkpoints" / "step_10")
-    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
-    resumed = read_metrics(str(out))
-    assert [r["step"] for r in resumed] == list(range(11))
-    for a, b in zip(resumed[6:], rows[6:]):
-        assert a["distill/divergence"] == pytest.approx(b["distill/divergence"], abs=1e-4), a["step"]
-    assert resumed[-1]["eval/distill/divergence"] == pytest.approx(end["eval/distill/divergence"], abs=1e-4)
+    resume_matches_the_run(cfg, rows, 5, ("distill/divergence", "eval/distill/divergence"), tmp_path, tolerance=1e-4)
 
 
 def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_session, tmp_path):
@@ -85,15 +77,7 @@ def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_ses
     assert sum(letter_reward([r["prompt"] for r in data], [r["response"] for r in data])) / len(data) > 0.7
     # Stopped right after the step-10 checkpoint, then resumed: the teacher's saved answers are read back (not
     # generated again) and the same batches and losses follow, up to the same final score.
-    out = tmp_path / "resumed"
-    shutil.copytree(cfg.trainer.output_dir, out)
-    shutil.rmtree(out / "checkpoints" / "step_20")
-    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
-    resumed = read_metrics(str(out))
-    assert [r["step"] for r in resumed] == [r["step"] for r in rows]
-    for a, b in zip(resumed[11:], rows[11:]):
-        assert a["sft/loss"] == pytest.approx(b["sft/loss"], abs=1e-5), a["step"]
-    assert resumed[-1]["eval/student/task_score"] == pytest.approx(end["eval/student/task_score"], abs=1e-6)
+    resume_matches_the_run(cfg, rows, 10, ("sft/loss", "eval/student/task_score"), tmp_path)
 
 
 def test_teacher_with_another_vocabulary_fails_before_any_actor(tiny_assets, tmp_path):

@@ -3,10 +3,8 @@ data-parallel replicas, the tiny models and datasets. One short run per mode; ea
 the mode's metric moves the right way on its held-out split, and what the run leaves behind."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from rlhf.data.reader import DataError
 from rlhf.metrics import read_metrics
 from rlhf.cli import main
 from rlhf.train import run_training
+from tests.integration.resume_check import resume_matches_the_run
 
 pytestmark = pytest.mark.slow
 
@@ -49,26 +48,6 @@ def rlhf_eval_matches_the_run(summary, cfg, rows, keys, tmp_path) -> dict:
         assert report["starting_metrics"][key] == pytest.approx(evals[0][key], abs=1e-4), key
         assert report["model_metrics"][key] == pytest.approx(evals[-1][key], abs=1e-4), key
     return report
-
-
-def resume_matches_the_run(cfg, rows, at: int, keys, tmp_path) -> list[dict]:
-    """A copy of the run stopped right after its step-`at` checkpoint, resumed: every later step logs the
-    uninterrupted run's numbers (same batches, same optimizer and sampler state)."""
-    out = tmp_path / "resumed"
-    shutil.copytree(cfg.trainer.output_dir, out)
-    steps = cfg.trainer.steps
-    shutil.rmtree(out / "checkpoints" / f"step_{steps}")
-    run_training(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(out))), resume=True)
-    resumed = read_metrics(str(out))
-    assert [r["step"] for r in resumed] == [r["step"] for r in rows]
-    compared = set()
-    for a, b in zip(resumed, rows):
-        for key in keys:
-            if a["step"] > at and key in b:
-                assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
-                compared.add(key)
-    assert compared == set(keys), set(keys) - compared
-    return resumed
 
 
 def _placed_groups(cfg) -> set[str]:

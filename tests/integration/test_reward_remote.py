@@ -43,11 +43,8 @@ def test_shipped_server_scores_batches_and_checks_the_key(monkeypatch):
         assert source.score(PROMPTS, RESPONSES).tolist() == [1.0, 0.5]  # two POSTs of one
         assert "s3cret" not in repr(source) and "s3cret" not in source.name
         monkeypatch.setenv("RLHF_TEST_REWARD_KEY", "not-the-Key-42")
-        started = time.monotonic()
-        with pytest.raises(RemoteError) as err:
+        with pytest.raises(RemoteError) as err:  # not retried (counted at a server: test_client_errors_...)
             HttpReward(url, FAST, api_key_env="RLHF_TEST_REWARD_KEY").score(PROMPTS, RESPONSES)
-        # A wrong key is not retried: retrying cannot fix it.
-        assert time.monotonic() - started < 0.5
         assert str(err.value).startswith(url) and "HTTP 401" in str(err.value) and "Key-42" not in str(err.value)
         monkeypatch.delenv("RLHF_TEST_REWARD_KEY")
         with pytest.raises(RemoteError, match="environment variable RLHF_TEST_REWARD_KEY is not set"):
