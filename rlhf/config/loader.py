@@ -6,6 +6,7 @@ nothing here lists them again.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,9 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return tp, False
+
+
+YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -44,6 +48,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and YAML11_EXPONENT.match(value):
+            return float(value)  # YAML 1.1 reads `5e-5` (no dot) as a string; users write it all the time
     elif tp is str:
         if isinstance(value, str):
             return value

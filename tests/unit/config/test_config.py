@@ -37,6 +37,9 @@ def test_round_trip(tmp_path):
         ("nope.x=1", "nope: unknown key"),
         ("trainer.steps=abc", "trainer.steps: expected int"),
         ("trainer.steps=1.5", "trainer.steps: expected int"),
+        ("trainer.steps=1e3", "trainer.steps: expected int"),
+        ("trainer.learning_rate=fast", "trainer.learning_rate: expected float"),
+        ("trainer.learning_rate=1e-4x", "trainer.learning_rate: expected float"),
         ("trainer.steps=0", "trainer.steps: must be >= 1"),
         ("model.trust_remote_code=1", "model.trust_remote_code: expected bool"),
         ("rollout.engine=tgi", "rollout.engine: must be one of"),
@@ -51,6 +54,15 @@ def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load(None, BASE + [override])
     assert str(err.value).startswith(key)
+
+
+@pytest.mark.parametrize("text, value", [("5e-5", 5e-5), ("1E-4", 1e-4), ("3.0e-4", 3e-4), ("2e+1", 20.0)])
+def test_floats_in_exponent_form_without_a_dot_are_floats(text, value, tmp_path):
+    """YAML 1.1 (PyYAML) reads `5e-5` as a string; on the command line and in a file it is a float."""
+    assert load(None, BASE + [f"trainer.learning_rate={text}"]).trainer.learning_rate == value
+    file = tmp_path / "c.yaml"
+    file.write_text(f"model: {{path: /m}}\ndata: {{train_path: /d}}\ntrainer: {{learning_rate: {text}}}\n")
+    assert load(file).trainer.learning_rate == value
 
 
 def test_required_and_cross_section_rules():
