@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from actors.common import THREAD_ENV_DEFAULTS
 from typing import Optional
 
+import torch
 import yaml
 
+from bench.flops import matmul_peak_gflops, ppo_phase_flops, shape_of_path
 from bench.phase_breakdown import breakdown
 from bench.proctree import TreeRun, load_average, run_tree
 from bench.rollout import ensure_assets
@@ -48,6 +50,8 @@ class SideResult:
     rewards: list[float] = field(default_factory=list)
     tree: Optional[TreeRun] = None
     phases: list[tuple[str, float, float]] = field(default_factory=list)
+    phase_gflop: dict[str, float] = field(default_factory=dict)
+    """Useful GFLOP per step of each phase (bench/flops.py), ours only."""
     error: Optional[str] = None
 
     def steady(self) -> slice:
@@ -114,7 +118,20 @@ def run_ours(s: BenchSettings, work: str, timeout_s: float, overrides: list[str]
         result.phases = breakdown(rows[1:] if len(rows) > 1 else rows)
     except KeyError:  # a mode without the generate/experience/train/sync phases
         result.phases = []
+    if result.phases:
+        result.phase_gflop = phase_gflop(s, rows[result.steady()])
     return result
+
+
+def phase_gflop(s: BenchSettings, rows: list[dict]) -> dict[str, float]:
+    """GFLOP of each phase of a median step of ours, from the logged sequence and response lengths."""
+    flops = ppo_phase_flops(
+        shape_of_path(s.model_path), s.samples_per_step,
+        sequence_len=statistics.median(r["sequence_length/mean"] for r in rows),
+        response_len=statistics.median(r["response_length/mean"] for r in rows),
+        epochs=s.ppo_epochs, with_critic=s.algo == "ppo",
+        policy_recomputes="rollout/logprob_abs_diff" in rows[0])  # logged only when the policy recomputes
+    return {name: value / 1e9 for name, value in {**flops, "step": sum(flops.values())}.items()}
 
 
 def _reward_of(row: dict) -> float:
@@ -170,6 +187,7 @@ def merge(runs: list[SideResult]) -> dict:
         "reward_end": med(r.final_reward for r in good),
         "runs": len(good),
         "phases": good[len(good) // 2].phases,
+        "phase_gflop": good[len(good) // 2].phase_gflop,
         "by_name": good[len(good) // 2].tree.peak_by_name_mb,
     }
 
@@ -195,6 +213,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ensure_assets(args.size)
     assets_root = os.path.join(REPO, ".assets", args.size)
     work_root = args.work_dir or tempfile.mkdtemp(prefix=f"bench_{args.algo}_{args.size}_")
+    # The ceiling the phases are measured against, on this machine, before anything else runs.
+    peak = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     load_before = load_average()
     runs: dict[str, list[SideResult]] = {"ours": [], "trl": []}
     unavailable: set[str] = set()  # a side that cannot run here (TRL without its venv) is tried once
@@ -227,7 +247,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{time.strftime('%Y-%m-%d %H:%M')}, {shape}; load average (1/5 min) {load_before} before, "
             f"{load_average()} after on {os.cpu_count()} cores; both sides with "
             + ", ".join(f"{k}={side_env()[k]}" for k in (*THREAD_ENV_DEFAULTS, "RAY_worker_niceness")) + ".\n\n"
-            + comparison_table(label, s.samples_per_step, ours, trl) + phase_table(ours) + memory_table(ours, trl))
+            + comparison_table(label, s.samples_per_step, ours, trl) + phase_table(ours, peak, args.precision)
+            + memory_table(ours, trl))
     pairs = [(o, t) for o, t in zip(runs["ours"], runs["trl"]) if not o.error and not t.error]
     if len(pairs) > 1:
         # On a shared machine the load drifts between repeats; each pair ran back to back.

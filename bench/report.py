@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -31,11 +32,28 @@ def comparison_table(label: str, samples_per_step: int, ours: dict, trl: dict) -
     return head + "\n".join(lines) + "\n"
 
 
-def phase_table(ours: dict) -> str:
+def phase_table(ours: dict, peak_gflops: Optional[dict[str, float]] = None, precision: str = "fp32") -> str:
+    """Seconds and share of each phase; with the measured matmul peaks, also each phase's useful GFLOP,
+    achieved GFLOP/s and share of the peak of the run's precision (bench/flops.py counts the work)."""
     if "error" in ours or not ours.get("phases"):
         return ""
-    rows = "\n".join(f"| {name} | {seconds:.3f} | {share:.0%} |" for name, seconds, share in ours["phases"])
-    return f"\nOur step by phase (median, warm-up step excluded):\n\n| phase | seconds | share |\n|---|---|---|\n{rows}\n"
+    work, peak = ours.get("phase_gflop") or {}, (peak_gflops or {}).get(precision)
+    head = "| phase | seconds | share |"
+    if work and peak:
+        head += f" GFLOP per step | GFLOP/s | share of the {precision} matmul peak |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, seconds, share in ours["phases"]:
+        line = f"| {name} | {seconds:.3f} | {share:.0%} |"
+        if work and peak:
+            gflop = work.get(name)
+            line += (f" {gflop:.2f} | {gflop / seconds:.1f} | {gflop / seconds / peak:.1%} |" if gflop is not None
+                     and seconds > 0 else " | | |")
+        lines.append(line)
+    text = "\nOur step by phase (median, warm-up step excluded):\n\n" + "\n".join(lines) + "\n"
+    if peak_gflops:
+        text += ("\nMatmul peak measured on this machine (2048², all threads): "
+                 + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peak_gflops.items()) + ".\n")
+    return text
 
 
 def memory_table(ours: dict, trl: dict) -> str:

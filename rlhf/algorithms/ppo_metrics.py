@@ -34,6 +34,7 @@ def ppo_step_metrics(
         "kl/mean": kl,
         "kl/coef": kl_coef,
         "response_length/mean": float(lengths.mean()),
+        "sequence_length/mean": float(rollout.attention_mask.sum(dim=1).float().mean()),
         "rollout/policy_lag": step - 1 - rollout.policy_version,
         "train/skipped_update": 0 if train_metrics else 1,
         **train_metrics,

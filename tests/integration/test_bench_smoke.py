@@ -42,6 +42,9 @@ def test_ours_half(algo, tiny_assets, tmp_path):
     assert any(name.startswith("ray::") for name in result.tree.peak_by_name_mb)
     if algo != "dpo":
         assert {name for name, _, _ in result.phases} >= {"generate", "experience", "train", "weight_sync", "step"}
+        work = result.phase_gflop  # the useful work of each phase, from the run's logged lengths
+        assert set(work) == {"generate", "experience", "train", "step"} and min(work.values()) > 0
+        assert work["step"] == pytest.approx(work["generate"] + work["experience"] + work["train"])
         assert result.tokens[0] > 0
 
 
