@@ -77,7 +77,8 @@ def test_offline_distillation_raises_the_student_task_score(tiny_assets, ray_ses
     assert sum(letter_reward([r["prompt"] for r in data], [r["response"] for r in data])) / len(data) > 0.7
     # Stopped right after the step-10 checkpoint, then resumed: the teacher's saved answers are read back (not
     # generated again) and the same batches and losses follow, up to the same final score.
-    resume_matches_the_run(cfg, rows, 10, ("sft/loss", "eval/student/task_score"), tmp_path)
+    resumed = resume_matches_the_run(cfg, rows, 10, ("sft/loss", "eval/student/task_score"), tmp_path)
+    assert resumed[-1]["eval/student/task_score"] == pytest.approx(end["eval/student/task_score"], abs=1e-6)
 
 
 def test_teacher_with_another_vocabulary_fails_before_any_actor(tiny_assets, tmp_path):

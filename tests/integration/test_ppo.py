@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ import torch
 from rlhf.config import load
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
+from tests.integration.resume_check import resume_matches_the_run
 
 pytestmark = pytest.mark.slow
 
@@ -170,24 +170,10 @@ def test_outputs_final_model_and_checkpoints(ppo_run):
 
 def test_resume_continues_where_the_uninterrupted_run_was(ppo_run, tmp_path):
     cfg, _, straight = ppo_run
-    # A run "stopped" right after its first checkpoint: only step_54 and the lines up to it remain.
-    out = tmp_path / "resumed"
-    shutil.copytree(cfg.trainer.output_dir, out)
-    shutil.rmtree(out / "checkpoints" / f"step_{STEPS}")
-    resumed_cfg = tiny_config_from(cfg, out)
-    run_training(resumed_cfg, resume=True)
-    resumed = read_metrics(str(out))
-    assert [m["step"] for m in resumed] == list(range(1, STEPS + 1))
-    # The next step number and KL coefficient are the uninterrupted run's, and so is what follows.
+    # A run "stopped" right after its first checkpoint (step_54): the same rewards follow the resume, and
+    # the next KL coefficient is the uninterrupted run's.
+    resumed = resume_matches_the_run(cfg, straight, RESUME_AT, ("reward/mean",), tmp_path, tolerance=1e-4)
     assert resumed[RESUME_AT]["kl/coef"] == pytest.approx(straight[RESUME_AT]["kl/coef"], rel=1e-9)
-    for a, b in zip(resumed[RESUME_AT:], straight[RESUME_AT:]):
-        assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-4), a["step"]
-
-
-def tiny_config_from(cfg, output_dir):
-    import dataclasses
-
-    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, output_dir=str(output_dir)))
 
 
 def test_async_generation_samples_one_update_behind(ppo_run, tiny_assets, ray_session, tmp_path):
