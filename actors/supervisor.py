@@ -77,10 +77,19 @@ class Supervisor:
         """Run `fn`; if a restartable actor died, wait for Ray to restart it and retry the phase.
 
         `stateful` roles hold state a restart loses (engines' weights): after `fn` they are checked
-        for a silent restart, which is handled like a failed call.
+        for a silent restart, which is handled like a failed call. Recovery (waiting for the
+        restarted actor, `on_restart`) runs under the same watch as the phase: under Ray 2.60 any
+        call to an actor that is still restarting fails, so a second death found while recovering
+        from the first is one more death to recover from, not the end of the run.
         """
+        recovering: list[str] = []  # roles Ray is restarting, in the order their deaths were seen
         for attempt in range(self.step_retries + 1):
             try:
+                for role in recovering:  # every known death answers again before any hook calls around
+                    self.wait_alive(role)
+                while recovering:
+                    on_restart(recovering[0])
+                    recovering.pop(0)
                 result = fn()
                 silent = [(role, rank) for role in stateful
                           if role in self.groups and (rank := self.restarted(role)) is not None]
@@ -94,8 +103,7 @@ class Supervisor:
                 logger.warning("%s replica %d died and was restarted by Ray around %s (its state is lost); "
                                "re-running the phase (attempt %d of %d)", role, rank, phase, attempt + 2,
                                self.step_retries + 1)
-                self.wait_alive(role)
-                on_restart(role)
+                recovering.append(role)
             except ray.exceptions.RayActorError as err:
                 role, rank = self.role_of(err)
                 if role in ("policy", "critic"):
@@ -107,8 +115,8 @@ class Supervisor:
                 logger.warning("%s replica %d died during %s (%s); waiting for Ray to restart it, then "
                                "retrying the phase (attempt %d of %d)", role, rank, phase,
                                type(err).__name__, attempt + 2, self.step_retries + 1)
-                self.wait_alive(role)
-                on_restart(role)
+                if role not in recovering:
+                    recovering.append(role)
         raise AssertionError("unreachable")
 
     def wait_alive(self, role: str) -> None:
