@@ -215,7 +215,8 @@ class RolloutConfig:
     """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
     update while the trainers run step t, so generation overlaps training; each batch is one update
     old (`rollout/policy_lag` 1). `algorithm.old_logprobs: auto` then has the policy recompute the old
-    log-probs, so every step's ratio starts at 1."""
+    log-probs, so every step's ratio starts at 1. With `rollout.env`, a driver thread plays the next
+    step's episodes and the weight push waits for their last turn."""
     dtype: str = "auto"
     """Precision of the rollout engines' weights: float32, bfloat16, float16, or `auto` (= model.dtype).
     A bf16 engine can feed a float32 trainer; `algorithm.is_correction` corrects the gap."""
@@ -864,8 +865,6 @@ class Config:
         _check(self.algorithm.name == "ppo", "rollout.env",
                f"multi-turn episodes run in the ppo mode (any algorithm.advantage); algorithm.name is "
                f"{self.algorithm.name!r}")
-        _check(not self.rollout.async_generation, "rollout.async_generation",
-               "is not supported with rollout.env yet (episodes are generated within their step)")
         from rlhf.envs.base import import_environment
 
         try:

@@ -122,7 +122,7 @@ class PPOMode:
             if self.sleep_engines:
                 phases.get_fail_fast(groups["rollout"].call("sleep"))
         if cfg.rollout.async_generation and step < cfg.trainer.steps and not rt.stop_requested:
-            self.schedule.start_early(step + 1, groups["rollout"].handles, rt.weights_version)
+            self.schedule.start_early(step + 1, self.launch_early)
         # 2-3. Score and experience: old log-probs, reference log-probs, values and scores, all in parallel.
         with timed(timings, "experience"):
             logprobs, ref_logprobs, values, scores = rt.phase(
@@ -159,7 +159,8 @@ class PPOMode:
             bad.append("rewards (whole batch)")
         with timed(timings, "train"):
             train_metrics = rt.phase("train", lambda: self.update(experience, step)) if not bad else {}
-        # 6. Push the new policy weights into the rollout engines.
+        # 6. Push the new policy weights into the rollout engines (after any early episodes' last turn).
+        self.schedule.settle()
         with timed(timings, "weight_sync"):
             if train_metrics:
                 train_metrics["weight_sync/megabytes"] = rt.phase("weight_sync", lambda: rt.push_weights(step)) / 2**20
@@ -184,22 +185,32 @@ class PPOMode:
 
     # ---------------------------------------------------------------- phases
     def generate(self, prompts: list[Prompt], step: int, in_flight: Optional[InFlight] = None) -> RolloutBatch:
-        """The step's rollout: collected from requests already in flight, else generated now. A retry
-        after an engine restart passes none (the lost requests are submitted again)."""
-        groups = self.runtime.groups
+        """The step's rollout: collected from a generation started early, else generated now. A retry
+        after an engine restart passes none (the lost work is started again)."""
         if self.cfg.rollout.env:  # multi-turn episodes, turn by turn on the engines and the environments
-            return generate_episode_rollout(self.cfg.rollout, groups["rollout"].handles,
-                                            EnvironmentGroup(groups["env"], phases.get_fail_fast), self.tokenizer,
-                                            prompts, self.schedule.sampling_for(step),
-                                            self.cfg.rollout.samples_per_prompt, self.runtime.weights_version,
-                                            phases.get_fail_fast)
+            if in_flight is not None:
+                return in_flight.episodes.result()
+            return self.play_episodes(prompts, step, self.runtime.weights_version)
         if in_flight is None:
-            in_flight = InFlight(self.schedule.submit(self.runtime.groups["rollout"].handles, prompts, step),
-                                 self.runtime.weights_version)
+            in_flight = self.launch_early(prompts, step)
         generations = collect_generations(in_flight.pending, fetch=phases.get_fail_fast)
         return collate_rollout([p.token_ids for p in prompts], [p.text for p in prompts], [p.row for p in prompts],
                                generations, self.tokenizer, policy_version=in_flight.weights_version,
                                prompt_columns=[p.columns for p in prompts])
+
+    def launch_early(self, prompts: list[Prompt], step: int) -> InFlight:
+        """Start `step`'s generation with the weights the engines hold now, without waiting for it."""
+        version = self.runtime.weights_version
+        if self.cfg.rollout.env:
+            return InFlight(version, episodes=self.schedule.in_background(self.play_episodes, prompts, step, version))
+        return InFlight(version, pending=self.schedule.submit(self.runtime.groups["rollout"].handles, prompts, step))
+
+    def play_episodes(self, prompts: list[Prompt], step: int, weights_version: int) -> RolloutBatch:
+        groups = self.runtime.groups
+        return generate_episode_rollout(self.cfg.rollout, groups["rollout"].handles,
+                                        EnvironmentGroup(groups["env"], phases.get_fail_fast), self.tokenizer,
+                                        prompts, self.schedule.sampling_for(step), self.cfg.rollout.samples_per_prompt,
+                                        weights_version, phases.get_fail_fast)
 
     def make_experience(self, rollout: RolloutBatch):
         groups = self.runtime.groups
@@ -233,6 +244,7 @@ class PPOMode:
         """Held-out reward: one seeded sample (or episode) per eval prompt, clipped like training's."""
         cfg, rt, metrics = self.cfg, self.runtime, {}
         groups = rt.groups
+        self.schedule.settle()  # early episodes use the same environment keys and engines
         if cfg.rollout.env:  # multi-turn: one seeded episode per eval prompt
             rollout = rt.phase("evaluate", lambda: generate_episode_rollout(
                 cfg.rollout, groups["rollout"].handles, EnvironmentGroup(groups["env"], phases.get_fail_fast),

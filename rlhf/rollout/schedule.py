@@ -1,13 +1,16 @@
 """Which prompts a PPO step generates, and when: during the step, or one step early.
 
-Off-by-one mode (`rollout.async_generation`) submits step t+1's prompts to the engines right after
-step t's samples arrive, so the engines generate while the trainers run step t. An engine runs its
-calls in order, so those samples come from the weights before step t's update (one update old),
-and the weight push that ends step t waits for them. The sampler position a checkpoint records is
-the one before the early prompts were drawn: a resumed run draws them again.
+Off-by-one mode (`rollout.async_generation`) starts step t+1's generation right after step t's
+samples arrive, so the engines generate while the trainers run step t, with the weights before
+step t's update (one update old). Single turn, the requests go straight to the engines: an engine
+runs its calls in order, so the weight push that ends step t waits for them. Multi-turn episodes
+are played by a driver thread, turn by turn; the push waits for that thread (`settle`), since a
+push landing between two turns would mix weights inside one episode. The sampler position a
+checkpoint records is the one before the early prompts were drawn: a resumed run draws them again.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -22,9 +25,12 @@ from rlhf.seeds import step_seed
 class InFlight:
     """Requests submitted before their step, and the weights they sample from."""
 
-    pending: PendingGenerations
     weights_version: int
     """The policy step whose weights the engines held when the requests were submitted."""
+    pending: Optional[PendingGenerations] = None
+    """Single turn: the engines' requests."""
+    episodes: Optional[Future] = None
+    """Multi-turn: the RolloutBatch the episode thread will hand over (or the error it met)."""
 
 
 class GenerationSchedule:
@@ -34,6 +40,7 @@ class GenerationSchedule:
         self.rollout = rollout
         self.seed = seed
         self.early: Optional[tuple[int, list[Prompt], InFlight, dict]] = None
+        self._thread: Optional[ThreadPoolExecutor] = None
 
     def sampling_for(self, step: int) -> Callable[[int], SamplingSpec]:
         return engine_sampling(self.rollout, self.rollout.samples_per_prompt, step_seed(self.seed, step))
@@ -50,11 +57,23 @@ class GenerationSchedule:
             return prompts, [in_flight]
         return self.sampler.next_batch(self.prompts_per_step), []
 
-    def start_early(self, step: int, engines: list, weights_version: int) -> None:
-        """Submit `step`'s prompts now, before the current step's update reaches the engines."""
+    def start_early(self, step: int, launch: Callable[[list[Prompt], int], InFlight]) -> None:
+        """Draw `step`'s prompts now and `launch(prompts, step)` their generation, before the current
+        step's update reaches the engines."""
         before = self.sampler.state_dict()
         prompts = self.sampler.next_batch(self.prompts_per_step)
-        self.early = (step, prompts, InFlight(self.submit(engines, prompts, step), weights_version), before)
+        self.early = (step, prompts, launch(prompts, step), before)
+
+    def in_background(self, play: Callable[..., object], *args) -> Future:
+        """Run `play(*args)` on the episode thread (one: early episodes of one step at a time)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-episodes")
+        return self._thread.submit(play, *args)
+
+    def settle(self) -> None:
+        """Wait until no early episode is being played (its result or error stays for `take`)."""
+        if self.early is not None and self.early[2].episodes is not None:
+            wait([self.early[2].episodes])
 
     def sampler_state(self) -> dict:
         """For checkpoints: prompts drawn for a step that has not run yet are not consumed."""

@@ -93,6 +93,10 @@ class Cluster:
     def logs(self, job_id: str) -> str:
         return self.ray("job", "logs", job_id, "--address", self.address)
 
+    def explain(self, job_id: str):
+        """For wait_for: the job's status and the tail of its logs."""
+        return lambda: f"job {job_id}: {self.status(job_id)}; logs:\n{self.logs(job_id)[-4000:]}"
+
 
 @pytest.fixture(scope="module")
 def cluster(tiny_assets):
@@ -107,14 +111,15 @@ def cluster(tiny_assets):
             shutil.rmtree(c.dir, ignore_errors=True)
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str, explain=lambda: ""):
+    """Poll `predicate`; on timeout fail with `explain()` (a job's log tail) so CI shows why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{explain()}")
 
 
 def steps_done(out: str) -> int:
@@ -154,11 +159,11 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
     # old_logprobs: recompute, so every step measures the engine's log-probs against the trainer's.
     cluster.submit("rlhf-a", out, "trainer.steps=12", "logging.wandb.enabled=true", "logging.wandb.mode=offline",
                    "algorithm.old_logprobs=recompute")
-    wait_for(lambda: steps_done(out) >= 1, 400, "the first step")
+    wait_for(lambda: steps_done(out) >= 1, 400, "the first step", cluster.explain("rlhf-a"))
     os.kill(placement(out)["rollout"][0]["pid"], signal.SIGKILL)
-    wait_for(lambda: steps_done(out) >= 4, 300, "step 4 after the engine kill")
+    wait_for(lambda: steps_done(out) >= 4, 300, "step 4 after the engine kill", cluster.explain("rlhf-a"))
     os.kill(placement(out)["reference"][0]["pid"], signal.SIGKILL)
-    wait_for(lambda: steps_done(out) >= 6, 300, "step 6 after the reference kill")
+    wait_for(lambda: steps_done(out) >= 6, 300, "step 6 after the reference kill", cluster.explain("rlhf-a"))
     os.kill(placement(out)["reward"][0]["pid"], signal.SIGKILL)
     assert cluster.wait_status("rlhf-a", {"SUCCEEDED"}, 400) == "SUCCEEDED", cluster.logs("rlhf-a")[-4000:]
 
@@ -209,7 +214,7 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     # RELIABILITY 10: `ray job stop` mid-run -> a checkpoint of the last step, actors gone. The job is
     # far longer than the test waits, so the stop lands mid-run on a fast machine too.
     cluster.submit("rlhf-b1", out, "trainer.steps=1000")
-    wait_for(lambda: steps_done(out) >= 3, 400, "step 3")
+    wait_for(lambda: steps_done(out) >= 3, 400, "step 3", cluster.explain("rlhf-b1"))
     pids = [w["pid"] for group in placement(out).values() for w in group]
     cluster.ray("job", "stop", "rlhf-b1", "--address", cluster.address, timeout=200)
     assert cluster.wait_status("rlhf-b1", {"STOPPED"}, 120) == "STOPPED"
@@ -225,7 +230,7 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     # resume starts again from the stop's checkpoint (its log lines past it are dropped).
     cluster.submit("rlhf-b2", out, "trainer.steps=1000", "trainer.save_steps=100000", resume=True)
     wait_for(lambda: steps_done(out) >= stopped_at + 1 and {w["pid"] for w in placement(out)["policy"]}.isdisjoint(pids),
-             400, "a step of the resumed job")
+             400, "a step of the resumed job", cluster.explain("rlhf-b2"))
     os.kill(placement(out)["policy"][1]["pid"], signal.SIGKILL)
     # Fast: within 90 s of the kill (the survivors would otherwise sit in a collective until its timeout).
     assert cluster.wait_status("rlhf-b2", {"FAILED"}, 90) == "FAILED"
