@@ -178,3 +178,34 @@ def test_reinforce_pp_all_masked_is_zero():
 def test_broadcast_to_tokens():
     out = broadcast_to_tokens(torch.tensor([3.0, -1.0, 2.0]), torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 0]]))
     assert torch.equal(out, torch.tensor([[0.0, 3.0, 3.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def _with_holes(t: torch.Tensor, holes: list[int], fill: float) -> torch.Tensor:
+    """`t` [B, T] with columns inserted before the given indices, filled with garbage."""
+    cols = list(t.unbind(1))
+    for index in sorted(holes, reverse=True):
+        cols.insert(index, torch.full_like(cols[0], fill))
+    return torch.stack(cols, 1)
+
+
+def test_observation_holes_inside_a_response_change_nothing():
+    # A multi-turn episode's observation tokens are holes in the response mask: GAE and REINFORCE++ on
+    # [policy, policy, obs, obs, policy, ...] must equal the same estimators on the policy tokens alone.
+    g = torch.Generator().manual_seed(3)
+    B, T, gamma, lam = 3, 6, 0.9, 0.8
+    rewards = torch.randn(B, T, generator=g, dtype=torch.float64)
+    values = torch.randn(B, T, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], dtype=torch.float64)
+    holes = [2, 2, 5]  # two observation tokens after the 2nd policy token, one after the 5th: columns 2, 3, 7
+    holed_mask = _with_holes(mask, holes, 0.0)
+    holed_rewards, holed_values = _with_holes(rewards, holes, 7.0), _with_holes(values, holes, -5.0)
+    keep = [i for i in range(holed_mask.shape[1]) if i not in (2, 3, 7)]
+
+    adv, ret = gae(rewards, values, mask, gamma, lam)
+    holed_adv, holed_ret = gae(holed_rewards, holed_values, holed_mask, gamma, lam)
+    assert torch.allclose(holed_adv[:, keep], adv) and torch.allclose(holed_ret[:, keep], ret)
+    assert torch.all(holed_adv[:, [2, 3, 7]] == 0)
+
+    pp = reinforce_pp_advantages(rewards, mask, gamma)
+    holed_pp = reinforce_pp_advantages(holed_rewards, holed_mask, gamma)
+    assert torch.allclose(holed_pp[:, keep], pp) and torch.all(holed_pp[:, [2, 3, 7]] == 0)
