@@ -29,9 +29,7 @@ from rlhf.records import Experience
 def with_loss_denominator(mini_batch: Experience, loss_agg: str, norm_len: Optional[int], parts: int) -> Experience:
     """The mini-batch with its own aggregation denominator attached, so that each micro-batch on each
     replica divides by it; `parts` undoes DeepSpeed's mean over the micro-batches of all replicas.
-    `token_mean` keeps each micro-batch's own token mean (today's numbers; see README)."""
-    if loss_agg == "token_mean":
-        return mini_batch
+    Every mode, `token_mean` included, then gives the unsplit mini-batch's gradient for any split."""
     return replace(mini_batch, loss_denominator=loss_denominator(mini_batch.response_mask, loss_agg, norm_len),
                    loss_parts=parts)
 

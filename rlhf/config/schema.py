@@ -390,10 +390,10 @@ class AlgorithmConfig:
     is_cap: float = 2.0
     """Truncation (tis) or masking (mis) threshold of the importance weights."""
     loss_agg: str = "token_mean"
-    """Policy-loss aggregation (rlhf/losses/aggregation.py): token_mean (each micro-batch's token mean,
-    averaged by DeepSpeed: today's behaviour), seq_mean_token_mean, seq_mean_token_sum, or
-    seq_mean_token_sum_norm (Dr. GRPO, normalised by mini-batch rows * rollout.max_new_tokens). The seq_*
-    modes divide by the whole mini-batch's count, so micro-batching and replicas do not change them."""
+    """Policy-loss aggregation (rlhf/losses/aggregation.py): token_mean (the mini-batch's token mean),
+    seq_mean_token_mean, seq_mean_token_sum, or seq_mean_token_sum_norm (Dr. GRPO, normalised by
+    mini-batch rows * rollout.max_new_tokens). Every mode divides by the whole mini-batch's count, so
+    micro-batching and replicas do not change the gradient."""
     clip_eps_high: Optional[float] = None
     """Upper clip range 1 + clip_eps_high (DAPO's clip-higher); null: clip_eps."""
     ratio_level: str = "token"

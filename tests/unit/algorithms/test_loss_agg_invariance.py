@@ -71,7 +71,7 @@ def _gradient(model, mini: Experience, loss_agg: str, replicas: int, micro_batch
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("loss_agg", [m for m in LOSS_AGG_MODES if m != "token_mean"])
+@pytest.mark.parametrize("loss_agg", LOSS_AGG_MODES)
 def test_gradient_is_the_same_for_any_split(loss_agg, variant):
     model = _model()
     mini = _experience(model)
@@ -82,28 +82,33 @@ def test_gradient_is_the_same_for_any_split(loss_agg, variant):
         assert torch.allclose(split, big, atol=1e-6, rtol=0), (replicas, micro_batches, (split - big).abs().max())
 
 
-def test_token_mean_is_each_micro_batch_mean_as_before():
-    # Today's default, kept bit for bit: each micro-batch is its own token mean and DeepSpeed averages
-    # them, so splitting rows whose micro-batches hold different token counts reweights tokens. The
-    # same split of a mini-batch whose micro-batches hold equal token counts is exact.
+def test_token_mean_weighs_every_token_of_the_mini_batch_the_same():
+    # Micro-batches holding different token counts: a mean of per-micro-batch token means would
+    # reweight tokens (the form used before); the mini-batch's token count as denominator does not.
     model = _model()
     mini = _experience(model)
+    counts = [float(m.response_mask.sum()) for m in plan_micro_batches(mini, 2)]
+    assert len(set(counts)) > 1
     big = _gradient(model, mini, "token_mean", 1, 1)
-    assert not torch.allclose(_gradient(model, mini, "token_mean", 2, 4), big, atol=1e-6, rtol=0)
-    equal = mini.select(torch.tensor([0, 5]))  # two rows of 5 tokens each
-    assert torch.allclose(_gradient(model, equal, "token_mean", 2, 1), _gradient(model, equal, "token_mean", 1, 1),
-                          atol=1e-6, rtol=0)
+    params = list(model.parameters())
+    mean_of_means = [torch.zeros_like(p) for p in params]
+    for micro in plan_micro_batches(mini, 2):
+        loss, _ = policy_micro_batch_loss(model, micro, clip_eps=0.2, entropy_coef=0.01)
+        grads = torch.autograd.grad(loss / 4, params, allow_unused=True)
+        mean_of_means = [t + (g if g is not None else 0) for t, g in zip(mean_of_means, grads)]
+    assert not torch.allclose(torch.cat([t.flatten() for t in mean_of_means]), big, atol=1e-6, rtol=0)
+    assert torch.allclose(_gradient(model, mini, "token_mean", 1, 4), big, atol=1e-6, rtol=0)
 
 
 def test_default_objective_is_bitwise_the_previous_formula():
     # Before the policy-gradient menu the objective was: token mean of -min(rA, clip(r)A) per micro-batch,
-    # minus entropy_coef * the token-mean entropy. The defaults must give exactly those numbers.
+    # minus entropy_coef * the token-mean entropy. A batch with no mini-batch denominator attached (the
+    # objective called on its own) must give exactly those numbers under the defaults.
     from rlhf.masked import masked_mean
     from rlhf.models.forward import policy_logprobs
 
     model = _model()
     mini = _experience(model)
-    assert with_loss_denominator(mini, "token_mean", NORM_LEN, parts=4) is mini
     for micro in plan_micro_batches(mini, 2):
         loss, metrics = policy_micro_batch_loss(model, micro, clip_eps=0.2, entropy_coef=0.01)
         logprobs, entropy = policy_logprobs(model, micro.sequences, micro.attention_mask, micro.prompt_len, True)
