@@ -27,3 +27,18 @@ def ray_session():
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def agent_sft_model(tiny_assets, ray_session, tmp_path_factory):
+    """The shipped agent SFT stage (configs/agent_sft_tiny.yaml) on the tiny policy: a model that calls
+    `calc` and answers, trained once and shared by the agent and the agent-distillation tests."""
+    from rlhf.config import load
+    from rlhf.train import run_training
+
+    out = tmp_path_factory.mktemp("agent_sft")
+    configs = os.path.join(os.path.dirname(__file__), "..", "configs")
+    run_training(load(os.path.join(configs, "agent_sft_tiny.yaml"), [
+        f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
+        f"trainer.output_dir={out}", "logging.progress=false", "trainer.save_steps=0"]))
+    return out / "final"

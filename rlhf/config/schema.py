@@ -742,6 +742,8 @@ class Config:
             self._validate_reward_sources()
         if spec.generates:
             self._validate_rollout()
+        if self.rollout.env:  # checked for every mode: where episodes are not played, saying so beats ignoring it
+            self._validate_episodes()
         method = self.model.peft_method
         if method and self.model.lora.fold_reference and mode in ("ppo", "dpo", "rlaif"):
             _check(self.model.reference_path in (None, self.model.path), "model.reference_path",
@@ -844,8 +846,6 @@ class Config:
                    f"must divide the on-policy batch (prompts_per_step * samples_per_prompt = {rollout_batch})")
 
     def _validate_rollout(self) -> None:
-        if self.rollout.env:
-            self._validate_episodes()
         if self.rollout.async_generation:
             _check(self.algorithm.name == "ppo", "rollout.async_generation",
                    f"only PPO overlaps generation with training; algorithm.name is {self.algorithm.name!r}")
@@ -862,9 +862,11 @@ class Config:
                    "process per tensor-parallel rank)")
 
     def _validate_episodes(self) -> None:
-        _check(self.algorithm.name == "ppo", "rollout.env",
-               f"multi-turn episodes run in the ppo mode (any algorithm.advantage); algorithm.name is "
-               f"{self.algorithm.name!r}")
+        on_policy_distill = self.algorithm.name == "distill" and self.algorithm.distill.mode == "on_policy"
+        _check(self.algorithm.name == "ppo" or on_policy_distill, "rollout.env",
+               f"multi-turn episodes run in the ppo mode (any algorithm.advantage) and in on-policy distillation; "
+               f"algorithm.name is {self.algorithm.name!r}"
+               + (" with algorithm.distill.mode 'offline'" if self.algorithm.name == "distill" else ""))
         from rlhf.envs.base import import_environment
 
         try:

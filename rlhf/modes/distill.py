@@ -9,6 +9,8 @@ student's engines, which get its weights through the shared weight push).
   answers to `trainer.prompts_per_step` prompts, the teacher returns its distribution at every
   sampled position, and the student takes optimizer steps (mini-batches of `trainer.mini_batch_size`)
   on the token mean of `algorithm.distill.divergence` there; then its weights go to the engines.
+  With `rollout.env`, each sample is an episode (rlhf.rollout.episodes): the teacher scores the
+  student's tokens only, and the held-out evaluation plays the student's and the teacher's episodes.
 - `offline` (sequence-level KD, Kim & Rush 2016): before the first step the teacher answers every
   train prompt (`rollout.samples_per_prompt` samples each) through its rollout engine; the answers
   are written to `OUTPUT_DIR/teacher_data.jsonl` ({prompt, response}, counted in data_report.json)
@@ -31,7 +33,9 @@ import logging
 import os
 import time
 
+import torch
 
+from actors.env import EnvActor
 from actors.frozen import TeacherActor
 from actors.groups import ActorGroup
 from actors.rollout import RolloutActor
@@ -45,7 +49,9 @@ from rlhf.modes import phases
 from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.modes.sft import SFTSteps
 from rlhf.records import DistillBatch, RolloutBatch
+from rlhf.rewards.columns import columns_as_lists
 from rlhf.rewards.function import FunctionReward
+from rlhf.rollout.episodes import with_episode_rewards
 from rlhf.rollout.select import choose_engine
 from rlhf.seeds import eval_seed, step_seed, teacher_data_seed
 
@@ -107,7 +113,9 @@ class DistillMode:
         return ["policy"]
 
     def frozen_groups(self) -> dict[str, tuple]:
-        return {"teacher": (TeacherActor, (self.engine.name,)), "rollout": (RolloutActor, (self.engine.name, False))}
+        env = {"env": (EnvActor, ())} if self.cfg.rollout.env else {}  # multi-turn: the environments' group
+        return {"teacher": (TeacherActor, (self.engine.name,)), "rollout": (RolloutActor, (self.engine.name, False)),
+                **env}
 
     @property
     def has_held_out(self) -> bool:
@@ -171,9 +179,11 @@ class DistillMode:
         start = time.perf_counter()
         rollout = rt.phase("generate", lambda: phases.generate(
             cfg, groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
-            seed=step_seed(cfg.trainer.seed, step), policy_version=step - 1), stateful=("rollout",))
+            seed=step_seed(cfg.trainer.seed, step), policy_version=step - 1, env=groups.get("env")),
+            stateful=("rollout", "env"))
         timings["generate"] = time.perf_counter() - start
-        # 2. Score: the teacher's distribution at every sampled position.
+        # 2. Score: the teacher's distribution at every sampled position (with episodes, the response mask
+        #    covers the student's own tokens only: observations are context, never distilled).
         start = time.perf_counter()
         batch = rt.phase("teacher", lambda: teacher_scored_batch(groups["teacher"], rollout), stateful=("teacher",))
         timings["teacher"] = time.perf_counter() - start
@@ -188,7 +198,17 @@ class DistillMode:
         metrics["weight_sync/megabytes"] = rt.phase("weight_sync", lambda: rt.push_weights(step)) / 2**20
         timings["weight_sync"] = time.perf_counter() - start
         metrics["response_length/mean"] = float(rollout.response_mask.sum(dim=1).float().mean())
+        if rollout.episodes is not None:
+            metrics.update(rollout.episodes.metrics)
         return StepOutput({**metrics, **{f"timing/{k}_s": v for k, v in timings.items()}})
+
+    def task_scores(self, rollout: RolloutBatch) -> torch.Tensor:
+        """[B] task score of answers: `reward.function`'s; with episodes, the environment's rewards plus
+        `rollout.env_reward_weight` times the function's (when one is configured)."""
+        scored = rollout.episodes is None or self.cfg.rollout.env_reward_weight != 0
+        function = (self.task_score.score(rollout.prompts, rollout.responses, columns=columns_as_lists(rollout.columns))
+                    if scored else None)
+        return with_episode_rewards(self.cfg.rollout, rollout, function)
 
     # ------------------------------------------------------------------ held out
     def evaluate(self) -> dict:
@@ -202,15 +222,18 @@ class DistillMode:
         for who, role in (("student", "rollout"), ("teacher", "teacher")):
             if not self.engines_warm:  # an engine's first call pays one-time costs; keep them out of tokens/s
                 rt.phase("evaluate", lambda: phases.generate(cfg, groups[role], self.tokenizer, self.eval_prompts[:2],
-                                                             1, seed=0, policy_version=step), stateful=(role,))
+                                                             1, seed=0, policy_version=step, env=groups.get("env")),
+                         stateful=(role, "env"))
             start = time.perf_counter()
             rollout = rt.phase("evaluate", lambda: phases.generate(
                 cfg, groups[role], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-                policy_version=step), stateful=(role,))
+                policy_version=step, env=groups.get("env")), stateful=(role, "env"))
             seconds = time.perf_counter() - start
             answers[who] = rollout
             metrics[f"eval/{who}/tokens_per_s"] = float(rollout.response_mask.sum()) / seconds
-            metrics[f"eval/{who}/task_score"] = float(self.task_score.score(rollout.prompts, rollout.responses).mean())
+            metrics[f"eval/{who}/task_score"] = float(self.task_scores(rollout).float().mean())
+            if rollout.episodes is not None:
+                metrics.update({f"eval/{who}/{k}": v for k, v in rollout.episodes.metrics.items()})
         self.engines_warm = True
         # 2. Divergence to the teacher on the student's own answers (padded rows weigh 0).
         batch = rt.phase("evaluate", lambda: teacher_scored_batch(groups["teacher"], answers["student"]),

@@ -12,7 +12,6 @@ import logging
 import os
 from typing import Optional
 
-import ray
 import torch
 
 from actors.groups import ActorGroup
@@ -51,9 +50,17 @@ def reference_is_folded(cfg: Config) -> bool:
 
 # ------------------------------------------------------------------------------------ generate
 def generate(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[Prompt], n: int, seed: int,
-             policy_version: int) -> RolloutBatch:
+             policy_version: int, env: Optional[ActorGroup] = None) -> RolloutBatch:
     """`n` samples per prompt from the rollout engines (prompts split evenly over them); engine i
-    samples with `rlhf.seeds.engine_seed(seed, i)`, so a resumed or retried call draws the same samples."""
+    samples with `rlhf.seeds.engine_seed(seed, i)`, so a resumed or retried call draws the same samples.
+    With `rollout.env`, `n` episodes per prompt played on the engines and the environments' group `env`."""
+    if cfg.rollout.env:
+        from actors.env import EnvironmentGroup
+        from rlhf.rollout.episodes import generate_episode_rollout
+
+        return generate_episode_rollout(cfg.rollout, engines.handles, EnvironmentGroup(env, get_fail_fast), tokenizer,
+                                        prompts, engine_sampling(cfg.rollout, n, seed), n, policy_version,
+                                        get_fail_fast)
     prompt_ids = [p.token_ids for p in prompts]
     generations = generate_on_engines(engines.handles, prompt_ids, engine_sampling(cfg.rollout, n, seed))
     return collate_rollout(prompt_ids, [p.text for p in prompts], [p.row for p in prompts], generations, tokenizer,

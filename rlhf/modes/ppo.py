@@ -39,7 +39,6 @@ from rlhf.records import Experience, RolloutBatch
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import collect_generations
 from rlhf.rollout.episodes import generate_episode_rollout, uses_reward_source, with_episode_rewards
-from rlhf.rollout.sampling import engine_sampling
 from rlhf.rollout.schedule import GenerationSchedule, InFlight
 from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 from rlhf.seeds import eval_seed, step_seed
@@ -246,10 +245,9 @@ class PPOMode:
         groups = rt.groups
         self.schedule.settle()  # early episodes use the same environment keys and engines
         if cfg.rollout.env:  # multi-turn: one seeded episode per eval prompt
-            rollout = rt.phase("evaluate", lambda: generate_episode_rollout(
-                cfg.rollout, groups["rollout"].handles, EnvironmentGroup(groups["env"], phases.get_fail_fast),
-                self.tokenizer, self.eval_prompts, engine_sampling(cfg.rollout, 1, eval_seed(cfg.trainer.seed)), 1,
-                rt.step, phases.get_fail_fast), stateful=("rollout", "env"))
+            rollout = rt.phase("evaluate", lambda: phases.generate(
+                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
+                policy_version=rt.step, env=groups["env"]), stateful=("rollout", "env"))
             source = (rt.phase("evaluate", lambda: phases.score(groups["reward"], rollout, None), stateful=("reward",))
                       if uses_reward_source(cfg.rollout) else None)
             scores = phases.clipped(with_episode_rewards(cfg.rollout, rollout, source), cfg.reward.clip)

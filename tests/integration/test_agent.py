@@ -17,17 +17,14 @@ pytestmark = pytest.mark.slow
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
-def test_sft_then_grpo_with_tools_learns_and_survives_an_env_actor_death(tiny_assets, ray_session, tmp_path):
-    sft = load(os.path.join(CONFIGS, "agent_sft_tiny.yaml"), [
-        f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
-        f"trainer.output_dir={tmp_path / 'sft'}", "logging.progress=false", "trainer.save_steps=0"])
-    run_training(sft)
+def test_sft_then_grpo_with_tools_learns_and_survives_an_env_actor_death(tiny_assets, ray_session, agent_sft_model,
+                                                                        tmp_path):
     marker = tmp_path / "env_died"
     evaluated = sum(1 for _ in open(tiny_assets.data / "agent_eval.jsonl"))
     # The shipped GRPO stage, its ToolEnv swapped for the same environment, which dies once mid-episode
     # in the episodes played early for step 2 (past the step-0 evaluation's and step 1's resets).
     cfg = load(os.path.join(CONFIGS, "agent_tiny.yaml"), [
-        f"model.path={tmp_path / 'sft' / 'final'}", f"data.train_path={tiny_assets.data / 'agent_train.jsonl'}",
+        f"model.path={agent_sft_model}", f"data.train_path={tiny_assets.data / 'agent_train.jsonl'}",
         f"data.eval_path={tiny_assets.data / 'agent_eval.jsonl'}", f"trainer.output_dir={tmp_path / 'grpo'}",
         "logging.progress=false", "trainer.save_hf_model=false",
         "rollout.env=tests.integration.fault_envs:DyingOnceToolEnv", f"rollout.env_kwargs.marker={marker}",

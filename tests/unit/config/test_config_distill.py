@@ -51,3 +51,14 @@ def test_offline_does_not_need_an_on_policy_batch_shape():
     cfg = load(None, DISTILL + ["algorithm.distill.mode=offline", "trainer.mini_batch_size=24",
                                 "trainer.micro_batch_size=8"])
     assert cfg.trainer.mini_batch_size == 24
+
+
+def test_episodes_are_on_policy_distillation_only():
+    env = ["rollout.env=rlhf.envs.tools:ToolEnv", "rollout.env_kwargs={tools: [calc]}"]
+    cfg = load(None, DISTILL + env)
+    assert cfg.rollout.env == "rlhf.envs.tools:ToolEnv" and cfg.rollout.env_kwargs == {"tools": ["calc"]}
+    with pytest.raises(ConfigError, match="^rollout.env: .*on-policy distillation; algorithm.name is 'distill' "
+                                          "with algorithm.distill.mode 'offline'"):
+        load(None, DISTILL + env + ["algorithm.distill.mode=offline"])
+    with pytest.raises(ConfigError, match="^rollout.env: .*algorithm.name is 'dpo'$"):
+        load(None, ["model.path=/m", "data.train_path=/d.jsonl", "algorithm.name=dpo"] + env)
