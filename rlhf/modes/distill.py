@@ -51,7 +51,7 @@ from rlhf.modes.sft import SFTSteps
 from rlhf.records import DistillBatch, RolloutBatch
 from rlhf.rewards.columns import columns_as_lists
 from rlhf.rewards.function import FunctionReward
-from rlhf.rollout.episodes import with_episode_rewards
+from rlhf.rollout.episodes import uses_reward_source, with_episode_rewards
 from rlhf.rollout.select import choose_engine
 from rlhf.seeds import eval_seed, step_seed, teacher_data_seed
 
@@ -205,9 +205,8 @@ class DistillMode:
     def task_scores(self, rollout: RolloutBatch) -> torch.Tensor:
         """[B] task score of answers: `reward.function`'s; with episodes, the environment's rewards plus
         `rollout.env_reward_weight` times the function's (when one is configured)."""
-        scored = rollout.episodes is None or self.cfg.rollout.env_reward_weight != 0
         function = (self.task_score.score(rollout.prompts, rollout.responses, columns=columns_as_lists(rollout.columns))
-                    if scored else None)
+                    if uses_reward_source(self.cfg.rollout) else None)
         return with_episode_rewards(self.cfg.rollout, rollout, function)
 
     # ------------------------------------------------------------------ held out

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from actors.env import EnvActor, EnvironmentGroup
+from actors.env import EnvActor
 from actors.frozen import ReferenceActor
 from actors.reward import RewardActor
 from actors.rollout import RolloutActor
@@ -38,7 +38,7 @@ from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.records import Experience, RolloutBatch
 from rlhf.rollout.batch import collate_rollout
 from rlhf.rollout.dispatch import collect_generations
-from rlhf.rollout.episodes import generate_episode_rollout, uses_reward_source, with_episode_rewards
+from rlhf.rollout.episodes import uses_reward_source, with_episode_rewards
 from rlhf.rollout.schedule import GenerationSchedule, InFlight
 from rlhf.rollout.select import choose_engine, reuse_rollout_logprobs
 from rlhf.seeds import eval_seed, step_seed
@@ -205,11 +205,10 @@ class PPOMode:
         return InFlight(version, pending=self.schedule.submit(self.runtime.groups["rollout"].handles, prompts, step))
 
     def play_episodes(self, prompts: list[Prompt], step: int, weights_version: int) -> RolloutBatch:
-        groups = self.runtime.groups
-        return generate_episode_rollout(self.cfg.rollout, groups["rollout"].handles,
-                                        EnvironmentGroup(groups["env"], phases.get_fail_fast), self.tokenizer,
-                                        prompts, self.schedule.sampling_for(step), self.cfg.rollout.samples_per_prompt,
-                                        weights_version, phases.get_fail_fast)
+        groups, cfg = self.runtime.groups, self.cfg
+        return phases.generate(cfg, groups["rollout"], self.tokenizer, prompts, cfg.rollout.samples_per_prompt,
+                               seed=step_seed(cfg.trainer.seed, step), policy_version=weights_version,
+                               env=groups["env"])
 
     def make_experience(self, rollout: RolloutBatch):
         groups = self.runtime.groups
