@@ -115,18 +115,12 @@ def adapters_disabled(model: torch.nn.Module):
 def _dense_weight(layer: torch.nn.Module) -> torch.Tensor:
     weight = layer.weight
     if weight.__class__.__name__ == "Params4bit":
-        if weight.device.type == "cuda":
-            # On GPU the packed weights stay in bitsandbytes' own layout: dequantize them where they are.
-            from bitsandbytes.functional import dequantize_4bit
+        from bitsandbytes.functional import dequantize_4bit
 
-            return dequantize_4bit(weight.data, weight.quant_state)
-        # Read the weight back through the layer's own kernel (identity input): bitsandbytes repacks
-        # 4-bit weights for its CPU kernel on first use, after which generic dequantization is wrong.
-        dtype = getattr(layer, "compute_dtype", None) or torch.float32
-        columns = layer(torch.eye(layer.in_features, dtype=dtype, device=weight.device))
-        if layer.bias is not None:
-            columns = columns - layer.bias
-        return columns.t()
+        if getattr(weight.quant_state, "packing_format_for_cpu", False):
+            raise RuntimeError("4-bit weights repacked for bitsandbytes' CPU kernel cannot be dequantized exactly: "
+                               "load quantized models through rlhf.models.loading (keep_generic_4bit_layout)")
+        return dequantize_4bit(weight.data, weight.quant_state)
     return weight
 
 
