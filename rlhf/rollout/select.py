@@ -82,7 +82,8 @@ def reuse_rollout_logprobs(setting: str, engine_name: str, dtype: str, quantizat
     `auto` reuses them only where engine and trainer compute the same numbers: the built-in
     engine runs the policy's own HF model on the pushed weights, so in float32 the two agree to
     about 1e-6 (KV cache vs full forward). vLLM kernels, bf16/fp16 rounding and a 4-bit base
-    (whose CPU kernel rounds differently from the float32 engine) all open larger gaps. With
+    (bitsandbytes' GPU kernels compute in their own precision; on CPU the generic path matched to 3e-7,
+    tests/integration/test_lora.py) may open larger gaps. With
     off-by-one generation the engine's log-probs are one update old: as the ratio's denominator
     they start every step with the previous update already clipped (54% of tokens at the tiny
     PPO config, which then failed its learning bar), so `auto` recomputes them there.

@@ -73,10 +73,9 @@ def test_qlora_merges_dequantized_weights_and_saves_a_plain_model(tiny_assets, t
     assert all(v.dtype == torch.float32 for v in merged.values())
     save_plain_model(model.get_base_model().config, merged, str(tmp_path / "merged"))
     plain = load_causal_lm(str(tmp_path / "merged"))  # no quantization_config left in config.json
-    # bitsandbytes' CPU 4-bit kernel is not exactly linear (about 2e-3 off a dense matmul of its own
-    # weights on unit-scale inputs, bf16-like arithmetic), so the dense copy agrees only that closely.
-    gap = (_logits(plain) - _logits(model)).abs()
-    assert gap.mean() < 0.1 and gap.max() < 0.5, (gap.mean(), gap.max())
+    # bitsandbytes' generic CPU path dequantizes to float32 and multiplies densely, so the plain copy computes
+    # what the 4-bit model does (measured: 5e-7; its AVX512-BF16 kernel, now kept off, was 2e-3 off).
+    assert torch.allclose(_logits(plain), _logits(model), atol=1e-5)
 
 
 def _dense_reference(model) -> dict[str, torch.Tensor]:
