@@ -379,8 +379,9 @@ class AlgorithmConfig:
     """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
     forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
     `rollout` (the engine's own log-probs of its samples; one forward fewer per step), or `auto`
-    (rollout with the built-in engine in float32, whose model is the trainer's, else recompute;
-    always recompute with `rollout.async_generation`)."""
+    (rollout with the built-in engine in float32, whose model is the trainer's, or with any engine when
+    `is_correction` is set, whose weights account for the gap; else recompute; always recompute with
+    `rollout.async_generation`)."""
     is_correction: str = "none"
     """Importance correction of the rollout/trainer mismatch (rlhf/losses/importance.py): none, tis
     (truncated per-token weights), mis (masked per-token weights), seq_tis, seq_mis (per sequence).

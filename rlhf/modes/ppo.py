@@ -59,7 +59,7 @@ class PPOMode:
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
         self.reuse_rollout_logprobs = reuse_rollout_logprobs(cfg.algorithm.old_logprobs, self.engine.name,
                                                              cfg.rollout_dtype, cfg.model.quantization,
-                                                             cfg.rollout.async_generation)
+                                                             cfg.rollout.async_generation, cfg.algorithm.is_correction)
         # Colocated on GPUs, vLLM hands its memory to the trainers between generation phases.
         self.sleep_engines = self.engine.name == "vllm" and cfg.ray.colocate and cfg.ray.rollout.num_gpus > 0
         self.tokenizer = prompt_tokenizer(cfg.model.path, cfg.data, cfg.model.trust_remote_code)

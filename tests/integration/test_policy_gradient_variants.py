@@ -42,9 +42,10 @@ def _learned(metrics) -> tuple[float, float, bool]:
 def test_grpo_with_a_bf16_vllm_engine_and_tis_learns(tiny_assets, ray_session, tmp_path):
     require("vllm")
     # The engine samples in bf16, the trainer computes in float32; no policy forward before the step
-    # (old_logprobs: rollout), one update per batch, the TIS weights correct the gap.
+    # (old_logprobs: auto takes the engine's when a correction is set), one update per batch, the TIS weights
+    # correct the gap.
     cfg = _config(tiny_assets, tmp_path, "grpo_tiny.yaml", "rollout.engine=vllm", "rollout.dtype=bfloat16",
-                  "rollout.kv_cache_memory_mb=64", "algorithm.is_correction=tis", "algorithm.old_logprobs=rollout",
+                  "rollout.kv_cache_memory_mb=64", "algorithm.is_correction=tis",
                   "algorithm.ppo_epochs=1", "trainer.mini_batch_size=64", "ray.policy.replicas=1")
     summary = run_training(cfg)
     metrics = read_metrics(str(tmp_path))

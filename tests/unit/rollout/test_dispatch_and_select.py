@@ -74,3 +74,8 @@ def test_old_logprobs_are_reused_only_where_engine_and_trainer_agree():
     assert reuse_rollout_logprobs("rollout", "vllm", "bfloat16", "none")
     assert not reuse_rollout_logprobs("recompute", "builtin", "float32", "none")
     assert not reuse_rollout_logprobs("auto", "builtin", "float32", "none", async_generation=True)
+    # An importance correction weighs the engine/trainer gap, so the engine's log-probs serve any engine.
+    assert reuse_rollout_logprobs("auto", "vllm", "bfloat16", "none", is_correction="tis")
+    assert reuse_rollout_logprobs("auto", "builtin", "float32", "nf4", is_correction="seq_mis")
+    assert not reuse_rollout_logprobs("auto", "vllm", "float32", "none", async_generation=True, is_correction="tis")
+    assert not reuse_rollout_logprobs("recompute", "vllm", "float32", "none", is_correction="tis")
