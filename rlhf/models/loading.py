@@ -27,7 +27,7 @@ def _quantization_kwargs(quantization: str, dtype: str) -> dict:
     return {"quantization_config": quantization_config(quantization, DTYPES[dtype])}
 
 
-def keep_generic_4bit_layout(model: torch.nn.Module) -> torch.nn.Module:
+def keep_generic_4bit_layout(model: torch.nn.Module) -> None:
     """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
 
     On such CPUs, Linear4bit repacks its weights in place on the first eval-mode forward without
@@ -40,7 +40,6 @@ def keep_generic_4bit_layout(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
-    return model
 
 
 def context_limit(path: str, trust_remote_code: bool = False) -> int | None:
@@ -57,7 +56,9 @@ def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = 
     _check_folder(path, "causal LM")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                                  **_quantization_kwargs(quantization, dtype))
-    return keep_generic_4bit_layout(model) if quantization != "none" else model
+    if quantization != "none":
+        keep_generic_4bit_layout(model)
+    return model
 
 
 def load_value_model(path: str, dtype: str = "float32", trust_remote_code: bool = False,

@@ -83,8 +83,8 @@ def reuse_rollout_logprobs(setting: str, engine_name: str, dtype: str, quantizat
     engine runs the policy's own HF model on the pushed weights, so in float32 the two agree to
     about 1e-6 (KV cache vs full forward). vLLM kernels, bf16/fp16 rounding and a 4-bit base
     (bitsandbytes' GPU kernels compute in their own precision; on CPU the generic path matched to 3e-7,
-    tests/integration/test_lora.py) may open larger gaps. With
-    off-by-one generation the engine's log-probs are one update old: as the ratio's denominator
+    tests/integration/test_lora.py) may open larger gaps. With off-by-one generation the engine's
+    log-probs are one update old: as the ratio's denominator
     they start every step with the previous update already clipped (54% of tokens at the tiny
     PPO config, which then failed its learning bar), so `auto` recomputes them there.
     With an importance-sampling correction (`algorithm.is_correction`), the gap is what the correction
