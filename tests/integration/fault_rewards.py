@@ -46,3 +46,15 @@ def letter_reward_killing_the_engine(prompts: list[str], responses: list[str]) -
         with open(os.environ[PLACEMENT_ENV]) as fh:
             os.kill(json.load(fh)["rollout"][0]["pid"], signal.SIGKILL)
     return letter_reward(prompts=prompts, responses=responses)
+
+
+SLOW_REWARD_S = 0.5
+
+
+def slow_letter_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """The letters reward, half a second late: a step then lasts longer than the cluster test's poll, on any
+    machine, so each fault it injects lands in its own step."""
+    import time
+
+    time.sleep(SLOW_REWARD_S)
+    return letter_reward(prompts=prompts, responses=responses)
