@@ -31,11 +31,8 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def agent_sft_model(tiny_assets, ray_session, tmp_path_factory):
-    """The shipped agent SFT stage (configs/agent_sft_tiny.yaml) on the tiny policy, cut to 250 of its 500
-    steps: a model that calls `calc` and answers, trained once and shared by the agent and the
-    agent-distillation tests. The full stage nearly solves the held-out questions on some CPUs (0.79 after
-    500 steps on an Intel Xeon, 0.65 on an AMD EPYC: the seed-0 assets differ with the CPU's kernels), which
-    leaves GRPO nothing to show; after 250 steps it answers 0.73 of them on the Xeon (0.50 after 150)."""
+    """The shipped agent SFT stage (configs/agent_sft_tiny.yaml) on the tiny policy: a model that calls
+    `calc` and answers, trained once and shared by the agent and the agent-distillation tests."""
     from rlhf.config import load
     from rlhf.train import run_training
 
@@ -43,6 +40,5 @@ def agent_sft_model(tiny_assets, ray_session, tmp_path_factory):
     configs = os.path.join(os.path.dirname(__file__), "..", "configs")
     run_training(load(os.path.join(configs, "agent_sft_tiny.yaml"), [
         f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
-        f"trainer.output_dir={out}", "logging.progress=false", "trainer.save_steps=0",
-        "trainer.steps=250"]))
+        f"trainer.output_dir={out}", "logging.progress=false", "trainer.save_steps=0"]))
     return out / "final"
