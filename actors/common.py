@@ -84,7 +84,7 @@ def node_ip() -> str:
 
 
 def where_am_i(device: torch.device | str = "cpu") -> dict:
-    """Node id, address, granted resources, device and visible GPUs, for the placement log."""
+    """Node id, address, granted resources, torch's thread count, device and visible GPUs, for the placement log."""
     in_ray = ray is not None and ray.is_initialized()
     ctx = ray.get_runtime_context() if in_ray else None
     return {
@@ -94,6 +94,7 @@ def where_am_i(device: torch.device | str = "cpu") -> dict:
         "placement_group": ctx.get_placement_group_id() if ctx else None,
         "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()} if ctx else {},
         "thread_env": {key: os.environ.get(key) for key in THREAD_ENV_DEFAULTS},
+        "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

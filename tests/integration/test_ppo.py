@@ -66,6 +66,10 @@ def test_ppo_four_groups_learn_the_task(ppo_run):
     assert len(placement["policy"]) == 2
     # Every actor process started with the passive OpenMP wait policy (actors/common.py says why).
     assert {w["thread_env"]["OMP_WAIT_POLICY"] for where in placement.values() for w in where} == {"PASSIVE"}
+    # ...and runs torch on as many threads as the CPUs Ray granted it (the engine 2, every other actor 1).
+    threads = {name: [w["torch_threads"] for w in where] for name, where in placement.items()}
+    assert threads == {name: [max(1, int(w["resources"]["CPU"])) for w in where] for name, where in placement.items()}
+    assert threads["rollout"] == [2], threads
 
 
 def test_metrics_have_the_documented_keys(ppo_run):
