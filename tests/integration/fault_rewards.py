@@ -4,6 +4,7 @@
 process): a whole batch of NaN, or NaN/inf for every other sample.
 `letter_reward_killing_the_engine`: the letters reward, and on its 4th call it SIGKILLs rollout replica 0
 (found in the run's placement.json, whose path the test puts in the actors' environment).
+`slow_letter_reward`: the letters reward, half a second late (the cluster test's steps must outlast its poll).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import signal
+import time
 
 from rlhf.tasks import letter_reward
 
@@ -54,7 +56,5 @@ SLOW_REWARD_S = 0.5
 def slow_letter_reward(prompts: list[str], responses: list[str]) -> list[float]:
     """The letters reward, half a second late: a step then lasts longer than the cluster test's poll, on any
     machine, so each fault it injects lands in its own step."""
-    import time
-
     time.sleep(SLOW_REWARD_S)
     return letter_reward(prompts=prompts, responses=responses)

@@ -158,7 +158,7 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
     out = str(tmp_path_factory.mktemp("job_a"))
     # old_logprobs: recompute, so every step measures the engine's log-probs against the trainer's.
     # The reward takes half a second, so the kills land in different steps however fast the machine's steps
-    # are (0.12 s on an Intel Xeon: all three kills fell within one poll and two went unseen).
+    # are (0.12 s on an Intel Xeon, where all three kills fell within one poll and the log lacked the deaths).
     cluster.submit("rlhf-a", out, "trainer.steps=12", "logging.wandb.enabled=true", "logging.wandb.mode=offline",
                    "algorithm.old_logprobs=recompute", "reward.function=tests.integration.fault_rewards:slow_letter_reward")
     wait_for(lambda: steps_done(out) >= 1, 400, "the first step", cluster.explain("rlhf-a"))
