@@ -160,7 +160,8 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
     # The reward takes half a second, so the kills land in different steps however fast the machine's steps
     # are (0.12 s on an Intel Xeon, where all three kills fell within one poll and the log lacked the deaths).
     cluster.submit("rlhf-a", out, "trainer.steps=12", "logging.wandb.enabled=true", "logging.wandb.mode=offline",
-                   "algorithm.old_logprobs=recompute", "reward.function=tests.integration.fault_rewards:slow_letter_reward")
+                   "algorithm.old_logprobs=recompute",
+                   "reward.function=tests.integration.fault_rewards:slow_letter_reward")
     wait_for(lambda: steps_done(out) >= 1, 400, "the first step", cluster.explain("rlhf-a"))
     os.kill(placement(out)["rollout"][0]["pid"], signal.SIGKILL)
     wait_for(lambda: steps_done(out) >= 4, 300, "step 4 after the engine kill", cluster.explain("rlhf-a"))
