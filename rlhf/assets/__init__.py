@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rlhf.assets.build import AssetPaths, build_assets, load_manifest
-    from rlhf.assets.models import TinyModelSpec
+    from rlhf.assets.spec import TinyModelSpec
 
 __all__ = ["AssetPaths", "TinyModelSpec", "build_assets", "load_manifest"]
 
@@ -19,7 +19,7 @@ _LAZY = {
     "AssetPaths": "rlhf.assets.build",
     "build_assets": "rlhf.assets.build",
     "load_manifest": "rlhf.assets.build",
-    "TinyModelSpec": "rlhf.assets.models",
+    "TinyModelSpec": "rlhf.assets.spec",
 }
 
 

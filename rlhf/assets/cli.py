@@ -14,7 +14,7 @@ from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlhf.assets.models import MODEL_SIZES
+    from rlhf.assets.spec import MODEL_SIZES
 
     parser.add_argument("--out", required=True, help="folder to write policy/, reward/, data/ and assets.json into")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default: %(default)s)")
@@ -34,7 +34,7 @@ def run_assets(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from rlhf.assets.build import build_assets, load_manifest
-    from rlhf.assets.models import MODEL_SIZES
+    from rlhf.assets.spec import MODEL_SIZES
 
     # The per-shard progress bars of save_pretrained only clutter a one-screen summary.
     hf_logging.disable_progress_bar()

@@ -6,12 +6,16 @@ the frozen models must agree on this to the last digit for PPO's ratios to mean 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PreTrainedModel
 
 from rlhf.logprobs import position_ids_from_attention_mask, response_logprobs
 from rlhf.losses import entropy_from_logits
 from rlhf.models.virtual_tokens import lm_logits
+
+if TYPE_CHECKING:  # annotations only: the driver imports this module through the actors' and needs no modeling code
+    from transformers import PreTrainedModel
 
 
 def causal_lm_logits(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+if TYPE_CHECKING:  # the driver imports this module; only actors load models (transformers' modeling: seconds)
+    from transformers import PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -15,6 +18,8 @@ def _check_folder(path: str, role: str) -> None:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
     _check_folder(path, "tokenizer")
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
@@ -53,6 +58,8 @@ def context_limit(path: str, trust_remote_code: bool = False) -> int | None:
 
 def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False,
                    quantization: str = "none") -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
     _check_folder(path, "causal LM")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
                                                  **_quantization_kwargs(quantization, dtype))
@@ -68,6 +75,8 @@ def load_value_model(path: str, dtype: str = "float32", trust_remote_code: bool 
     From a causal-LM folder the scalar head starts fresh (transformers warns about it), which
     is how a critic is usually initialised from the policy.
     """
+    from transformers import AutoModelForSequenceClassification
+
     _check_folder(path, "value")
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,

@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 from rlhf.models.adapters import is_peft, merged_state_dict
 from rlhf.models.weight_sources import WeightSource
 
-from rlhf.training.safe_checkpoint import SafeCheckpointEngine
 
 
 def deepspeed_config(
@@ -105,6 +104,8 @@ class DeepSpeedModel:
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
         )
         # Weights as safetensors, everything read back without pickle code execution.
+        from rlhf.training.safe_checkpoint import SafeCheckpointEngine  # imports DeepSpeed: actors only
+
         self.engine.checkpoint_engine = SafeCheckpointEngine()
 
     @property
