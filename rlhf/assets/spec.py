@@ -1,5 +1,5 @@
-"""The tiny models' architecture spec and named sizes, free of torch and transformers so that
-`rlhf --help` and `rlhf train` (which lists `--size` choices) start without importing either."""
+"""The tiny models' architecture spec and named sizes, apart from the model builders so that the `rlhf`
+command's argument parser (`rlhf assets --size`) imports neither torch nor transformers' modeling code."""
 from __future__ import annotations
 
 import dataclasses
