@@ -19,6 +19,7 @@ from rlhf.faults import RESTARTABLE_ROLES, TrainingRankDied, dead_role_message
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+TRAINED_ROLES = ("policy", "critic")  # never restarted: their death ends the run (rlhf/faults.py)
 
 
 def get_fail_fast(refs: list) -> list:
@@ -72,6 +73,21 @@ class Supervisor:
                     return name, rank
         return "unknown", -1
 
+    def dead_replica(self, roles: tuple[str, ...], timeout_s: float = 10.0) -> Optional[tuple[str, int]]:
+        """(role, replica) of the first replica of `roles` that Ray reports dead, or None.
+
+        Only a death counts: a survivor still blocked in a collective with the dead rank does not
+        answer within `timeout_s` either, and it is alive."""
+        for name in roles:
+            for rank, handle in enumerate(self.groups[name].handles if name in self.groups else []):
+                try:
+                    ray.get(handle.where.remote(), timeout=timeout_s)
+                except ray.exceptions.RayActorError:
+                    return name, rank
+                except ray.exceptions.GetTimeoutError:
+                    continue
+        return None
+
     def run_phase(self, phase: str, fn: Callable[[], T], on_restart: Callable[[str], None],
                   last_checkpoint: Callable[[], Optional[str]], stateful: tuple[str, ...] = ()) -> T:
         """Run `fn`; if a restartable actor died, wait for Ray to restart it and retry the phase.
@@ -106,7 +122,7 @@ class Supervisor:
                 recovering.append(role)
             except ray.exceptions.RayActorError as err:
                 role, rank = self.role_of(err)
-                if role in ("policy", "critic"):
+                if role in TRAINED_ROLES:
                     raise TrainingRankDied(dead_role_message(role, rank, phase, last_checkpoint())) from err
                 if role not in RESTARTABLE_ROLES or attempt == self.step_retries:
                     raise RuntimeError(f"{role} replica {rank} died during {phase} and the phase failed "
@@ -117,6 +133,13 @@ class Supervisor:
                                type(err).__name__, attempt + 2, self.step_retries + 1)
                 if role not in recovering:
                     recovering.append(role)
+            except ray.exceptions.RayTaskError as err:  # after RayActorError: a task error may be both
+                # A killed training rank's peers fail their collective at once ("Connection reset by peer"),
+                # often before Ray has reported the death itself: name the dead rank, not the survivor's symptom.
+                dead = self.dead_replica(TRAINED_ROLES)
+                if dead is None:
+                    raise
+                raise TrainingRankDied(dead_role_message(*dead, phase, last_checkpoint())) from err
         raise AssertionError("unreachable")
 
     def wait_alive(self, role: str) -> None:

@@ -140,3 +140,24 @@ def test_retries_are_bounded_and_training_deaths_are_not_retried(workers, tmp_pa
     with pytest.raises(TrainingRankDied, match="policy"):
         supervisor.run_phase("train", lambda: ray.get(groups["policy"].call("work", 1)),
                              lambda role: None, lambda: "/ckpt/step_3")
+
+
+def test_a_survivors_collective_error_is_reported_as_the_dead_ranks_death(workers, ray_session):
+    """A SIGKILLed rank's peers fail their gloo collective at once ("Connection reset by peer"), often before
+    Ray reports the death: the run must still stop naming the dead rank (seen on the three-node cluster)."""
+    groups = workers("policy", "reward")
+
+    @ray.remote(num_cpus=0)
+    def survivors_all_reduce() -> None:
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer")
+
+    supervisor = Supervisor(groups, step_retries=2, restart_timeout_s=60)
+    with pytest.raises(RuntimeError, match="Connection reset by peer") as alive:  # nobody died: unchanged
+        supervisor.run_phase("train", lambda: ray.get(survivors_all_reduce.remote()), lambda role: None, lambda: None)
+    assert not isinstance(alive.value, TrainingRankDied)
+
+    ray_session.kill(groups["policy"].handles[0], no_restart=True)
+    with pytest.raises(TrainingRankDied, match=r"policy replica 0 died during train.*/ckpt/step_3"):
+        supervisor.run_phase("train", lambda: ray.get(survivors_all_reduce.remote()), lambda role: None,
+                             lambda: "/ckpt/step_3")
+    assert supervisor.restarts == 0
