@@ -15,18 +15,18 @@ from typing import Callable, Optional, TypeVar
 import ray
 
 from actors.groups import ActorGroup
-from rlhf.faults import RESTARTABLE_ROLES, TrainingRankDied, dead_role_message
+from rlhf.faults import RESTARTABLE_ROLES, TRAINED_ROLES, TrainingRankDied, dead_role_message
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-TRAINED_ROLES = ("policy", "critic")  # never restarted: their death ends the run (rlhf/faults.py)
 
 
 def get_fail_fast(refs: list) -> list:
     """Like ray.get(refs), but raises the first failure as soon as it happens.
 
-    When one training rank dies, the others block in a collective until its timeout; a plain
-    ray.get on the list could wait on a blocked survivor first and notice the death late.
+    When one training rank dies, the others block in a collective until its timeout (or fail at once
+    with a connection error: run_phase names the dead rank then); a plain ray.get on the list could
+    wait on a blocked survivor first and notice the death late.
     """
     pending = list(refs)
     while pending:

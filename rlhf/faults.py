@@ -16,6 +16,8 @@ import torch
 
 # Roles whose actors hold no training state: Ray may restart them and the phase is retried.
 RESTARTABLE_ROLES = ("rollout", "reference", "reward", "teacher", "env")
+# Roles whose replicas train in one process group: never restarted, their death ends the run.
+TRAINED_ROLES = ("policy", "critic")
 
 
 class TrainingRankDied(RuntimeError):
