@@ -29,16 +29,20 @@ unit: setup
 integration: setup
 	$(VPY) -m pytest tests/integration -v --timeout=1200
 
-# configs/*_tiny.yaml read their models and data from .assets/tiny.
+# configs/*_tiny.yaml read their models and data from .assets/tiny; rebuilt when the builders change
+# (a build is deterministic, so a rebuild only adds what a newer checkout ships).
 assets: $(ASSETS)/assets.json
 
-$(ASSETS)/assets.json: | $(STAMP)
+$(ASSETS)/assets.json: $(wildcard rlhf/assets/*.py) rlhf/tasks.py | $(STAMP)
 	$(VENV)/bin/rlhf assets --out $(ASSETS)
 
+# The lifecycle from the pre-trained base (SFT, reward model, PPO against it); a rerun starts it anew.
 demo: setup assets
-	$(VENV)/bin/rlhf train configs/ppo_tiny.yaml --set trainer.overwrite=true
-	@echo "== curves (outputs/ppo_tiny/plots) =="
-	$(VENV)/bin/rlhf plot outputs/ppo_tiny
+	rm -rf outputs/pipeline_tiny
+	$(VENV)/bin/rlhf pipeline configs/pipeline_tiny.yaml
+	$(VENV)/bin/rlhf plot outputs/pipeline_tiny/ppo
+	@echo "== report: outputs/pipeline_tiny/report.md (and report.png) =="
+	@cat outputs/pipeline_tiny/report.md
 
 clean:
 	rm -rf $(VENV) .assets outputs

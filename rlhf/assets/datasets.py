@@ -6,6 +6,12 @@ Files written under ``OUT/data/`` (one JSON object per line, UTF-8):
 - ``sft_{train,eval}.jsonl``: ``{"prompt", "response"}``, the response being correct;
 - ``prefs_{train,eval}.jsonl``: ``{"prompt", "chosen", "rejected"}``, chosen correct and
   rejected a wrong-letter, garbled or chatty answer that scores strictly lower;
+- ``sft_imperfect_train.jsonl``: the train prompts answered by an imperfect demonstrator, always
+  in the right form but with the asked letter only half the time (the pipeline demo's SFT stage:
+  SFT teaches the form, RL against a reward model the preference);
+- ``prefs_contrast_train.jsonl``: ``prefs_train``'s pairs plus, per prompt, pairs that differ only
+  in the letter (same count and spacing), so a reward model learns which letter was asked, not only
+  what a letters answer looks like (the pipeline demo's reward model);
 - ``general_eval.txt``: plain English lines that are not in the tokenizer corpus,
   for perplexity probes;
 - ``general_prompts.jsonl``: ``{"prompt", "answer"}``, corpus sentence starts and their next word,
@@ -31,6 +37,7 @@ DATA_FILES = (
     "task_train.jsonl", "task_eval.jsonl",
     "sft_train.jsonl", "sft_eval.jsonl",
     "prefs_train.jsonl", "prefs_eval.jsonl",
+    "sft_imperfect_train.jsonl", "prefs_contrast_train.jsonl",
     "general_eval.txt", "general_prompts.jsonl",
     "agent_train.jsonl", "agent_eval.jsonl", "agent_sft_train.jsonl",  # rlhf.assets.agent_task
 )
@@ -180,6 +187,39 @@ def pref_rows(prompts: Iterable[str], rng: random.Random) -> list[dict]:
     return rows
 
 
+def _other_task_letter(target: str, rng: random.Random) -> str:
+    return rng.choice([x for x in LETTERS if x != target])
+
+
+def imperfect_sft_rows(prompts: Iterable[str], rng: random.Random, right_share: float = 0.5) -> list[dict]:
+    """Demonstrations in the right form (one letter, the requested count) whose letter is the asked one
+    with probability ``right_share``, else another task letter: imitating them cannot exceed the
+    demonstrator, a reward model that knows the preference can."""
+    rows = []
+    for p in prompts:
+        n, spaced = _requested_count(p, rng), rng.random() < 0.5
+        c = parse_target_letter(p)
+        letter = c if rng.random() < right_share else _other_task_letter(c, rng)
+        rows.append({"prompt": p, "response": _render([letter] * n, spaced)})
+    return rows
+
+
+def contrast_pref_rows(prompts: Iterable[str], rng: random.Random, contrasts_per_prompt: int = 2) -> list[dict]:
+    """``pref_rows`` plus, per prompt, ``contrasts_per_prompt`` pairs of the same form that differ only in
+    the letter (asked vs another task letter); shuffled. Without them a reward model mostly learns the
+    form, and a policy that writes one letter to every prompt pleases it."""
+    prompts = list(prompts)
+    rows = pref_rows(prompts, rng)
+    for p in prompts:
+        c = parse_target_letter(p)
+        for _ in range(contrasts_per_prompt):
+            n, spaced = _requested_count(p, rng), rng.random() < 0.5
+            rows.append({"prompt": p, "chosen": _render([c] * n, spaced),
+                         "rejected": _render([_other_task_letter(c, rng)] * n, spaced)})
+    rng.shuffle(rows)
+    return rows
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     path = Path(path)
     with path.open("w", encoding="utf-8", newline="\n") as f:
@@ -211,6 +251,10 @@ def write_datasets(data_dir: str | Path, seed: int = 0) -> dict[str, Path]:
             data_dir / "prefs_train.jsonl", pref_rows(train, random.Random(f"prefs-train-{seed}"))),
         "prefs_eval.jsonl": write_jsonl(
             data_dir / "prefs_eval.jsonl", pref_rows(eval_, random.Random(f"prefs-eval-{seed}"))),
+        "sft_imperfect_train.jsonl": write_jsonl(
+            data_dir / "sft_imperfect_train.jsonl", imperfect_sft_rows(train, random.Random(f"sft-imperfect-{seed}"))),
+        "prefs_contrast_train.jsonl": write_jsonl(
+            data_dir / "prefs_contrast_train.jsonl", contrast_pref_rows(train, random.Random(f"prefs-contrast-{seed}"))),
     }
     general = data_dir / "general_eval.txt"
     general.write_text("\n".join(GENERAL_EVAL_LINES) + "\n", encoding="utf-8")
