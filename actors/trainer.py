@@ -7,7 +7,10 @@ import torch
 
 from actors.common import actor, node_ip, prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
+from rlhf.algorithms.sft_losses import sft_micro_batch_loss
 from rlhf.config import Config
+from rlhf.data.batching import collate_sft
+from rlhf.data.pretrain_mix import ptx_examples, ptx_indices, read_ptx_lines
 from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
@@ -38,6 +41,7 @@ class TrainingActor:
         self.model: Optional[DeepSpeedModel] = None
         self.weight_sync: Optional[SyncGroup] = None
         self.objective = build_objective(cfg, role)
+        self.ptx_rows: list = []
 
     def where(self) -> dict:
         return where_am_i(self.device)
@@ -96,6 +100,8 @@ class TrainingActor:
         self.model = DeepSpeedModel(module, ds_config)
         tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
+        if self.role == "policy" and cfg.algorithm.ptx_coef > 0:
+            self.ptx_rows = ptx_examples(self.tokenizer, read_ptx_lines(cfg.data.ptx_path), cfg.data.ptx_max_tokens)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -136,8 +142,14 @@ class TrainingActor:
         counts: dict[str, int] = {}
         count = skipped = 0
         for mini_batch in mini_batches:
-            for micro in plan_micro_batches(mini_batch.to(self.device), self.cfg.trainer.micro_batch_size):
+            micros = plan_micro_batches(mini_batch.to(self.device), self.cfg.trainer.micro_batch_size)
+            step = self.model.engine.global_steps
+            for index, micro in enumerate(micros):
                 loss, metrics = self.objective(module, micro)
+                if self.ptx_rows:
+                    ptx_loss = self._pretrain_mix_loss(module, step, index, len(micros))
+                    loss = loss + self.cfg.algorithm.ptx_coef * ptx_loss
+                    metrics = {**metrics, "ptx/loss": float(ptx_loss.detach())}
                 applied = self.model.backward_step(loss)
                 skipped += applied is False
                 for k, v in metrics.items():
@@ -149,6 +161,17 @@ class TrainingActor:
         # Same on every rank (the skip decision is all-reduced), so the merged mean is the count.
         means[f"{self.role}/skipped_optimizer_steps"] = float(skipped)
         return TrainStats(means, count)
+
+    def _pretrain_mix_loss(self, module, step: int, local_index: int, local_micros: int) -> torch.Tensor:
+        """Next-token loss on this micro-batch's pre-training rows; which rows depends on its place in the
+        global mini-batch, not on the replica count (rlhf.data.pretrain_mix)."""
+        rows = ptx_indices(len(self.ptx_rows), self.cfg.trainer.seed, step,
+                           self.rank * local_micros + local_index, self.world_size * local_micros,
+                           self.cfg.trainer.micro_batch_size)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        batch = collate_sft([[self.ptx_rows[i]] for i in rows], pad).to(self.device)
+        loss, _ = sft_micro_batch_loss(module, batch)
+        return loss
 
     @torch.no_grad()
     def evaluate(self, batch) -> TrainStats:

@@ -36,10 +36,18 @@ def check_paths(cfg: Config, pending: frozenset[str] = frozenset()) -> None:
                        else None)):
         if path and key not in pending:
             _model_folder(path, key)
-    for key in ("train_path", "eval_path"):
+    for key in ("train_path", "eval_path", "ptx_path"):
         path = getattr(cfg.data, key)
         if path and f"data.{key}" not in pending and not os.path.isfile(path):
             raise ConfigError(f"data.{key}: {path!r} is not a file")
+    if cfg.data.ptx_path and "data.ptx_path" not in pending:
+        from rlhf.data.pretrain_mix import read_ptx_lines
+        from rlhf.data.reader import DataError
+
+        try:
+            read_ptx_lines(cfg.data.ptx_path)
+        except (DataError, UnicodeDecodeError) as err:
+            raise ConfigError(f"data.ptx_path: {err}") from None
 
 
 def check_reward_sources(cfg: Config) -> None:

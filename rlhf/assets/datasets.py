@@ -12,6 +12,8 @@ Files written under ``OUT/data/`` (one JSON object per line, UTF-8):
 - ``prefs_contrast_train.jsonl``: ``prefs_train``'s pairs plus, per prompt, pairs that differ only
   in the letter (same count and spacing), so a reward model learns which letter was asked, not only
   what a letters answer looks like (the pipeline demo's reward model);
+- ``pretrain_corpus.txt``: the corpus ``base`` was pre-trained on, one line each (a pre-training mix,
+  ``data.ptx_path``, for runs that start from ``base``);
 - ``general_eval.txt``: plain English lines that are not in the tokenizer corpus,
   for perplexity probes;
 - ``general_prompts.jsonl``: ``{"prompt", "answer"}``, corpus sentence starts and their next word,
@@ -38,7 +40,7 @@ DATA_FILES = (
     "sft_train.jsonl", "sft_eval.jsonl",
     "prefs_train.jsonl", "prefs_eval.jsonl",
     "sft_imperfect_train.jsonl", "prefs_contrast_train.jsonl",
-    "general_eval.txt", "general_prompts.jsonl",
+    "general_eval.txt", "general_prompts.jsonl", "pretrain_corpus.txt",
     "agent_train.jsonl", "agent_eval.jsonl", "agent_sft_train.jsonl",  # rlhf.assets.agent_task
 )
 
@@ -263,6 +265,9 @@ def write_datasets(data_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     from rlhf.assets.tokenizer import read_corpus
 
     out["general_prompts.jsonl"] = write_jsonl(data_dir / "general_prompts.jsonl", general_prompt_rows(read_corpus()))
+    corpus = data_dir / "pretrain_corpus.txt"
+    corpus.write_text("\n".join(read_corpus()) + "\n", encoding="utf-8")
+    out["pretrain_corpus.txt"] = corpus
     from rlhf.assets.agent_task import write_agent_datasets
 
     out.update(write_agent_datasets(data_dir, seed, write_jsonl))

@@ -167,10 +167,17 @@ class DataConfig:
     packing: bool = False
     """SFT: pack several examples into rows of max_prompt_tokens + max_response_tokens tokens
     (attention and positions stay within each example)."""
+    ptx_path: Optional[str] = None
+    """Plain text, one document per line (a sample of what the model was pre-trained on): the pre-training
+    mix whose language-modelling loss, times algorithm.ptx_coef, joins every policy update
+    (rlhf/data/pretrain_mix.py)."""
+    ptx_max_tokens: int = 128
+    """Pre-training mix rows are cut to this many tokens (begin and end tokens included)."""
 
     def __post_init__(self) -> None:
         _check(self.max_prompt_tokens > 0, "data.max_prompt_tokens", "must be > 0")
         _check(self.max_response_tokens > 0, "data.max_response_tokens", "must be > 0")
+        _check(self.ptx_max_tokens >= 2, "data.ptx_max_tokens", "must be >= 2")
         _check(0.0 <= self.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
         _check(not (self.eval_path and self.eval_fraction), "data.eval_fraction",
                "set either data.eval_path or data.eval_fraction, not both")
@@ -375,6 +382,9 @@ class AlgorithmConfig:
     entropy_coef: float = 0.0
     whiten_advantages: bool = True
     """Whiten GAE advantages over the batch (critic-free estimators normalise on their own)."""
+    ptx_coef: float = 0.0
+    """Weight of the pre-training mix (data.ptx_path) in every policy update: loss + ptx_coef * its
+    next-token loss (InstructGPT's PPO-ptx; any mode that trains the policy). 0: off."""
     old_logprobs: str = "auto"
     """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
     forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
@@ -420,6 +430,7 @@ class AlgorithmConfig:
         _check(self.value_clip_eps is None or self.value_clip_eps > 0, "algorithm.value_clip_eps", "must be > 0 or null")
         _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
         _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
+        _check(self.ptx_coef >= 0, "algorithm.ptx_coef", "must be >= 0")
         _one_of(self.old_logprobs, ("auto", "recompute", "rollout"), "algorithm.old_logprobs")
         from rlhf.losses import IS_MODES, LOSS_AGG_MODES, RATIO_LEVELS
 
@@ -760,6 +771,7 @@ class Config:
                 "would sample from another policy than the one trained; use lora or ia3 (they merge), or "
                 f"{method} with sft or dpo")
         self._validate_eval()
+        self._validate_pretrain_mix()
         if mode == "ppo":
             _check(not self.data.eval_fraction, "data.eval_fraction",
                    "ppo reads held-out prompts from data.eval_path only")
@@ -778,6 +790,15 @@ class Config:
         if mode == "rlaif":
             _check(self.rollout.samples_per_prompt >= 2, "rollout.samples_per_prompt",
                    "must be >= 2 for rlaif (the judge ranks several samples of one prompt)")
+
+    def _validate_pretrain_mix(self) -> None:
+        if self.algorithm.ptx_coef > 0:
+            _check(bool(self.data.ptx_path), "data.ptx_path", "is required when algorithm.ptx_coef > 0")
+            _check("policy" in SPECS[self.algorithm.name].trained, "algorithm.ptx_coef",
+                   f"mixes pre-training text into the policy's updates; {self.algorithm.name} trains no policy")
+        else:
+            _check(not self.data.ptx_path, "data.ptx_path",
+                   "is set but algorithm.ptx_coef is 0, so it would not be used: set algorithm.ptx_coef > 0")
 
     def _validate_eval(self) -> None:
         ev = self.eval

@@ -87,6 +87,13 @@ def test_missing_paths_name_their_keys_and_leave_an_existing_run_byte_identical(
     _fails_before_any_actor(load(None, [f"model.path={tiny_model}", f"data.train_path={train_file}",
                                         f"trainer.output_dir={run}"]),
                             r"^trainer.output_dir: .* already holds a run \(config.yaml, metrics.jsonl\).*overwrite")
+    # The pre-training mix's text: missing, or with no line of text.
+    mix = [f"model.path={tiny_model}", *base, "algorithm.name=sft", "algorithm.ptx_coef=1"]
+    _fails_before_any_actor(load(None, [*mix, "data.ptx_path=/no/corpus.txt"]),
+                            r"^data.ptx_path: '/no/corpus.txt' is not a file")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    _fails_before_any_actor(load(None, [*mix, f"data.ptx_path={blank}"]), r"^data.ptx_path: .*blank.txt: no text")
     assert _folder_digest(run) == before
 
 

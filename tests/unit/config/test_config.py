@@ -160,6 +160,12 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         (["algorithm.name=sft", "eval.general_baseline.accuracy=1.5"], "eval.general_baseline.accuracy: must be in [0, 1]"),
         (["algorithm.name=sft", "eval.general_baseline.perplexity=0.5"], "eval.general_baseline.perplexity: must be >= 1"),
         (["algorithm.name=rm", "model.lora.rank=8"], "model.lora.rank: must be 0 for rm"),
+        # The pre-training mix: both keys or neither, a policy to mix into, sane values.
+        (["algorithm.name=sft", "algorithm.ptx_coef=0.5"], "data.ptx_path: is required when algorithm.ptx_coef > 0"),
+        (["algorithm.name=sft", "data.ptx_path=/c.txt"], "data.ptx_path: is set but algorithm.ptx_coef is 0"),
+        (["algorithm.name=rm", "algorithm.ptx_coef=1", "data.ptx_path=/c.txt"], "algorithm.ptx_coef: mixes pre-training"),
+        (["algorithm.name=sft", "algorithm.ptx_coef=-1"], "algorithm.ptx_coef: must be >= 0"),
+        (["algorithm.name=sft", "data.ptx_max_tokens=1"], "data.ptx_max_tokens: must be >= 2"),
         (["algorithm.name=dpo", "model.lora.rank=8", "model.reference_path=/other"],
          "model.reference_path: must be unset with model.lora.fold_reference"),
         # Other PEFT methods: one method at a time, each mode only where it can work.

@@ -1,0 +1,60 @@
+"""The pre-training mix (InstructGPT's "PPO-ptx", Ouyang et al. 2022 §3.5): language-modelling rows from
+`data.ptx_path` whose next-token loss, times `algorithm.ptx_coef`, is added to every policy micro-batch
+loss, in every mode that trains the policy. Tuning on a narrow task makes a model forget; rehearsing a
+sample of what it was pre-trained on holds its general ability where the forgetting gate measures it.
+
+Which rows a micro-batch gets is a pure function of the optimizer step, the micro-batch's place in the
+global mini-batch and `trainer.seed`: rows walk a reshuffled permutation per epoch of the file, so a
+resumed run draws what the uninterrupted one would have, and one replica draws what two draw together.
+"""
+from __future__ import annotations
+
+import os
+import random
+from functools import lru_cache
+
+from rlhf.data.examples import SFTExample
+from rlhf.data.reader import DataError
+from rlhf.losses.sft import IGNORE_INDEX
+
+
+def read_ptx_lines(path: str) -> list[str]:
+    """The non-empty lines of a plain-text file (one document each)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file (data.ptx_path)")
+    with open(path, encoding="utf-8") as fh:
+        lines = [line.strip() for line in fh if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no text (data.ptx_path)")
+    return lines
+
+
+def ptx_examples(tokenizer, lines: list[str], max_tokens: int) -> list[SFTExample]:
+    """bos + text + eos per line (as the model was pre-trained), cut to `max_tokens`; every token after the
+    first is trained on."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        ids = (bos + tokenizer(line, add_special_tokens=False)["input_ids"] + eos)[:max_tokens]
+        examples.append(SFTExample(number, ids, [IGNORE_INDEX] + ids[1:]))
+    return examples
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(size: int, seed: int, epoch: int) -> tuple[int, ...]:
+    order = list(range(size))
+    random.Random(f"ptx-{seed}-{epoch}").shuffle(order)
+    return tuple(order)
+
+
+def ptx_indices(size: int, seed: int, step: int, micro_index: int, micros_per_step: int,
+                rows_per_micro: int) -> list[int]:
+    """Rows of a `size`-row file for micro-batch `micro_index` (of `micros_per_step`, counted over all
+    replicas) of optimizer step `step`: the next `rows_per_micro` places of the epoch-wise shuffled walk."""
+    start = (step * micros_per_step + micro_index) * rows_per_micro
+    out = []
+    for place in range(start, start + rows_per_micro):
+        epoch, offset = divmod(place, size)
+        out.append(_epoch_order(size, seed, epoch)[offset])
+    return out
