@@ -100,13 +100,18 @@ def test_adaptive_kl_moves_coefficient_toward_target(ppo_run):
 
 def test_adaptive_kl_grows_the_coefficient_when_kl_exceeds_the_target(tiny_assets, ray_session, tmp_path):
     """PPO with a critic and a target far below any KL the policy reaches once it moves: from step 2
-    on the measured KL exceeds the target, so the controller must raise the coefficient every step."""
+    on the measured KL exceeds the target, so the controller must raise the coefficient every step.
+    The same run carries the pre-training mix (PPO-ptx) through PPO's updates: the policy's micro-batches
+    add its loss, the critic's do not."""
     steps, target = 6, 1e-4
     cfg = tiny_config(tiny_assets, tmp_path, f"trainer.steps={steps}", "trainer.save_steps=0",
-                      "ray.policy.replicas=1", f"algorithm.kl.target={target}", "trainer.save_hf_model=false")
+                      "ray.policy.replicas=1", f"algorithm.kl.target={target}", "trainer.save_hf_model=false",
+                      f"data.ptx_path={tiny_assets.data / 'pretrain_corpus.txt'}", "algorithm.ptx_coef=0.5")
     assert cfg.algorithm.uses_critic
     run_training(cfg)
     metrics = read_metrics(str(tmp_path))
+    ptx = [m["ptx/loss"] for m in metrics]
+    assert all(math.isfinite(v) and 3.0 < v < 10.0 for v in ptx), ptx  # a next-token loss of real text
     grew = 0
     for now, nxt in zip(metrics, metrics[1:]):
         if now["kl/mean"] > target:
