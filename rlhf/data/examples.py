@@ -53,6 +53,13 @@ def render_prompt(tokenizer, value, apply_chat_template: bool) -> str:
     return value if isinstance(value, str) else "\n".join(m["content"] for m in value)
 
 
+def document_ids(tokenizer, text: str) -> list[int]:
+    """bos + text + eos, as a causal LM reads plain text (no chat template); a token the tokenizer lacks is left out."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return bos + tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+
+
 def encode_response(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 

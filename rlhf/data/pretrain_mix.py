@@ -9,34 +9,25 @@ resumed run draws what the uninterrupted one would have, and one replica draws w
 """
 from __future__ import annotations
 
-import os
 import random
 from functools import lru_cache
 
-from rlhf.data.examples import SFTExample
-from rlhf.data.reader import DataError
+from rlhf.data.examples import SFTExample, document_ids
+from rlhf.data.reader import read_text_lines
 from rlhf.losses.sft import IGNORE_INDEX
 
 
-def read_ptx_lines(path: str) -> list[str]:
-    """The non-empty lines of a plain-text file (one document each)."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (data.ptx_path)")
-    with open(path, encoding="utf-8") as fh:
-        lines = [line.strip() for line in fh if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: no text (data.ptx_path)")
-    return lines
+def read_ptx_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, text) of each non-empty line (one document each)."""
+    return read_text_lines(path, "data.ptx_path")
 
 
-def ptx_examples(tokenizer, lines: list[str], max_tokens: int) -> list[SFTExample]:
-    """bos + text + eos per line (as the model was pre-trained), cut to `max_tokens`; every token after the
-    first is trained on."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+def ptx_examples(tokenizer, lines: list[tuple[int, str]], max_tokens: int) -> list[SFTExample]:
+    """One row per line, as the model was pre-trained (rlhf.data.examples.document_ids), cut to `max_tokens`;
+    every token after the first is trained on."""
     examples = []
-    for number, line in enumerate(lines, start=1):
-        ids = (bos + tokenizer(line, add_special_tokens=False)["input_ids"] + eos)[:max_tokens]
+    for number, line in lines:
+        ids = document_ids(tokenizer, line)[:max_tokens]
         examples.append(SFTExample(number, ids, [IGNORE_INDEX] + ids[1:]))
     return examples
 

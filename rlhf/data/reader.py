@@ -22,6 +22,17 @@ class DataError(ValueError):
     """A dataset problem; the message names the file (and row where there is one)."""
 
 
+def read_text_lines(path: str, key: str) -> list[tuple[int, str]]:
+    """(line number, text) of each non-empty line of a plain-text file; `key` is the config key that named it."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file ({key})")
+    with open(path, encoding="utf-8") as fh:
+        lines = [(i, line.strip()) for i, line in enumerate(fh, start=1) if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no text ({key})")
+    return lines
+
+
 @dataclass
 class ReadReport:
     rows_read: int = 0

@@ -9,14 +9,14 @@ rows so ZeRO-3's gathers stay in step, and the driver reads rank 0's answer.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from rlhf.data.reader import DataError, read_rows, require_text
+from rlhf.data.examples import document_ids
+from rlhf.data.reader import read_rows, read_text_lines, require_text
 from rlhf.evaluation.scores import ACCURACY, PERPLEXITY, perplexity
 from rlhf.models.forward import causal_lm_logits
 
@@ -24,14 +24,8 @@ ROWS_PER_FORWARD = 32
 
 
 def read_general_text(path: str) -> list[tuple[int, str]]:
-    """(line number, text) of each non-empty line of a plain-text file."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file (eval.general_text_path)")
-    with open(path, encoding="utf-8") as fh:
-        lines = [(i, line.strip()) for i, line in enumerate(fh, start=1) if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: empty (eval.general_text_path)")
-    return lines
+    """(line number, text) of each non-empty line of the held-out general text."""
+    return read_text_lines(path, "eval.general_text_path")
 
 
 def read_general_prompts(path: str) -> list[tuple[int, str, str]]:
@@ -116,7 +110,6 @@ class GeneralProbe:
         if not (eval_cfg.general_text_path or eval_cfg.general_prompts_path):
             return None
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
         def encode(text: str) -> list[int]:
             return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -124,7 +117,7 @@ class GeneralProbe:
         limit = eval_cfg.max_samples or None
         texts = read_general_text(eval_cfg.general_text_path)[:limit] if eval_cfg.general_text_path else []
         prompts = read_general_prompts(eval_cfg.general_prompts_path)[:limit] if eval_cfg.general_prompts_path else []
-        return cls(text_rows=[bos + encode(t) + eos for _, t in texts],
+        return cls(text_rows=[document_ids(tokenizer, t) for _, t in texts],
                    prompt_rows=[bos + encode(p) for _, p, _ in prompts], answers=[a for _, _, a in prompts],
                    max_new_tokens=eval_cfg.max_new_tokens, pad_id=tokenizer.pad_token_id,
                    decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),

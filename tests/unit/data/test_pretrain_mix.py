@@ -43,16 +43,16 @@ class _Tokenizer:
 
 
 def test_rows_are_begin_text_end_cut_to_the_limit_and_trained_after_the_first_token():
-    rows = ptx_examples(_Tokenizer(), ["a bb ccc", "dddd"], max_tokens=4)
+    rows = ptx_examples(_Tokenizer(), [(1, "a bb ccc"), (3, "dddd")], max_tokens=4)
     assert [r.input_ids for r in rows] == [[1, 11, 12, 13], [1, 14, 2]]
     assert [r.labels for r in rows] == [[IGNORE_INDEX, 11, 12, 13], [IGNORE_INDEX, 14, 2]]
-    assert [r.row for r in rows] == [1, 2]
+    assert [r.row for r in rows] == [1, 3]  # the file's line numbers
 
 
 def test_reading_keeps_text_lines_and_names_the_key_when_there_are_none(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("  first line \n\nsecond\n")
-    assert read_ptx_lines(str(path)) == ["first line", "second"]
+    assert read_ptx_lines(str(path)) == [(1, "first line"), (3, "second")]
     path.write_text("\n \n")
     with pytest.raises(DataError, match=r"corpus.txt: no text \(data.ptx_path\)"):
         read_ptx_lines(str(path))
