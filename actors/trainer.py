@@ -1,6 +1,7 @@
 """Trained roles (policy, critic; the reward model in rm mode): one DeepSpeed data-parallel replica per actor."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -15,6 +16,7 @@ from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
+from rlhf.modes.reference import reference_copy_in_policy
 from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.records import TrainStats
 from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
@@ -42,6 +44,7 @@ class TrainingActor:
         self.weight_sync: Optional[SyncGroup] = None
         self.objective = build_objective(cfg, role)
         self.ptx_rows: list = []
+        self.reference_model: Optional[torch.nn.Module] = None
 
     def where(self) -> dict:
         return where_am_i(self.device)
@@ -102,6 +105,11 @@ class TrainingActor:
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
         if self.role == "policy" and cfg.algorithm.ptx_coef > 0:
             self.ptx_rows = ptx_examples(self.tokenizer, read_ptx_lines(cfg.data.ptx_path), cfg.data.ptx_max_tokens)
+        if self.role == "policy" and reference_copy_in_policy(cfg):
+            # Outside DeepSpeed: frozen, never partitioned, never saved; only the reference log-probs use it.
+            self.reference_model = load_causal_lm(cfg.model.reference_path or cfg.model.path, cfg.model.dtype,
+                                                  cfg.model.trust_remote_code).to(self.device).eval()
+            self.reference_model.requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -118,13 +126,18 @@ class TrainingActor:
     @torch.no_grad()
     def forward_reference(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
                           trim: bool = True) -> torch.Tensor:
-        """Reference log-probs [B, R] from the policy with its adapters disabled (the starting model)."""
-        module = self.model.module
+        """Reference log-probs [B, R]: from this replica's copy of the reference (`ray.reference_in_policy`),
+        else from the policy with its adapters disabled (the starting model)."""
+        module = self.reference_model if self.reference_model is not None else self.model.module
         module.eval()
-        with adapters_disabled(module):
+        with adapters_disabled(module) if self.reference_model is None else contextlib.nullcontext():
             return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
                                     self.cfg.trainer.micro_batch_size, sequences.to(self.device),
                                     attention_mask.to(self.device), prompt_len, trim)
+
+    def release_reference(self) -> None:
+        """Drop the reference copy once its log-probs are stored (DPO computes them all before training)."""
+        self.reference_model = None
 
     def memory_report(self) -> dict:
         """Bytes of frozen and trainable weights: what folding the reference into the policy saves."""

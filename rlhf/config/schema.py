@@ -679,6 +679,11 @@ class RayConfig:
     """Timeout of the trainers' process-group collectives (and of each weight push): how soon survivors
     notice a dead training rank. null: 60 s on CPU, 1800 s when the policy holds GPUs (a rank-0 checkpoint
     write before DeepSpeed's barrier can take minutes)."""
+    reference_in_policy: bool = False
+    """Each policy replica holds a frozen copy of the reference (`model.reference_path`, else `model.path`) and
+    computes the reference log-probs of its share of the rows: no reference group, so one process (and its
+    start-up) fewer, at the cost of a second model copy beside every policy replica. With a PEFT method and
+    `model.lora.fold_reference` the policy without adapters already is the reference, and no copy is made."""
     max_restarts: int = 3
     """Ray restarts of a dead rollout engine, reference or reward actor (training ranks are never restarted)."""
     step_retries: int = 2

@@ -5,7 +5,8 @@ log-probs of every training and held-out pair are computed once at start-up and 
 pairs; the reference group is then released, its CPUs idle for the rest of the run. With
 `algorithm.dpo.loss_type: simpo` no reference group starts at all, nor with a PEFT method (LoRA, IA3,
 prompt or prefix tuning) and `model.lora.fold_reference`, where the reference is the policy with its
-adapters disabled.
+adapters disabled, nor with `ray.reference_in_policy`, where each policy replica computes them with a
+copy of the reference that it drops once they are stored.
 Metrics: `dpo/loss`, `rewards/chosen`, `rewards/rejected`, `rewards/accuracy`, `rewards/margin`
 (implicit rewards β·(log π − log π_ref)); the same under `eval/` on the held-out pairs.
 
@@ -20,13 +21,14 @@ from typing import Optional
 import torch
 
 from actors.frozen import ReferenceActor
+from actors.supervisor import get_fail_fast
 from rlhf.config import Config
 from rlhf.data.batching import collate_preferences, padded_preference_batch
 from rlhf.data.examples import PreferenceExample, check_context, load_preference_examples, train_and_eval
 from rlhf.data.prompts import PromptSampler, prompt_tokenizer
 from rlhf.models.loading import context_limit
-from rlhf.modes.phases import (evaluate_on, padded_size, preference_reference_logps, reference_is_folded,
-                               train_on)
+from rlhf.modes.phases import evaluate_on, padded_size, preference_reference_logps, train_on
+from rlhf.modes.reference import reference_copy_in_policy, reference_served_by_policy
 from rlhf.modes.runtime import Runtime, StepOutput
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class DPOMode:
             lambda path: load_preference_examples(path, self.tokenizer, cfg.data), cfg.data, cfg.trainer.seed)
         logger.info("dpo: %d training pairs, %d held-out pairs", len(self.train_pairs), len(self.eval_pairs or []))
         self.uses_reference = cfg.algorithm.dpo.uses_reference
-        self.reference_folded = reference_is_folded(cfg)
+        self.reference_by_policy = reference_served_by_policy(cfg)
         # The sampler walks pair indices, so each pair's stored reference log-probs come along.
         self.sampler = PromptSampler(list(range(len(self.train_pairs))), cfg.trainer.seed, cfg.data.shuffle)
         self.train_ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -55,7 +57,7 @@ class DPOMode:
         return ["policy"]
 
     def frozen_groups(self) -> dict[str, tuple]:
-        return {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded else {}
+        return {"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_by_policy else {}
 
     @property
     def has_held_out(self) -> bool:
@@ -74,13 +76,15 @@ class DPOMode:
             if self.eval_pairs:
                 self.eval_ref = self.runtime.phase("reference", lambda: self._precompute(self.eval_pairs))
             self.runtime.release("reference")
+            if reference_copy_in_policy(self.cfg):
+                get_fail_fast(self.runtime.groups["policy"].call("release_reference"))
         self.precomputed = True
 
     before_loop = precompute_reference
 
     def _precompute(self, pairs: list[PreferenceExample]) -> tuple[torch.Tensor, torch.Tensor]:
         groups = self.runtime.groups
-        group, method = ((groups["policy"], "forward_reference") if self.reference_folded
+        group, method = ((groups["policy"], "forward_reference") if self.reference_by_policy
                          else (groups["reference"], "forward"))
         chosen, rejected = [], []
         for start in range(0, len(pairs), PRECOMPUTE_CHUNK):

@@ -41,13 +41,6 @@ def padded_size(n: int, replicas: int, micro_batch_size: int) -> int:
     return -(-n // unit) * unit
 
 
-def reference_is_folded(cfg: Config) -> bool:
-    """With a PEFT method and `model.lora.fold_reference`, the reference is the policy with its adapters
-    disabled: no reference group (PPO always has a reference; DPO and RLAIF unless their loss needs none)."""
-    needs_reference = cfg.algorithm.name == "ppo" or cfg.algorithm.dpo.uses_reference
-    return needs_reference and cfg.model.peft_method is not None and cfg.model.lora.fold_reference
-
-
 # ------------------------------------------------------------------------------------ generate
 def generate(cfg: Config, engines: ActorGroup, tokenizer, prompts: list[Prompt], n: int, seed: int,
              policy_version: int, env: Optional[ActorGroup] = None) -> RolloutBatch:

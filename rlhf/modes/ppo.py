@@ -1,7 +1,8 @@
 """PPO (and the critic-free GRPO, RLOO, REINFORCE++ via `algorithm.advantage`): its step and its state.
 
 Groups: policy and critic (trained; no critic without GAE), reference (frozen start policy; none
-with PEFT and `model.lora.fold_reference`: the policy with adapters disabled), reward (whatever
+with PEFT and `model.lora.fold_reference`: the policy with adapters disabled; none with
+`ray.reference_in_policy`: each policy replica holds a copy), reward (whatever
 `reward.source` names) and rollout (engines that get the policy's weights after every update).
 State carried across steps and checkpoints: the KL controller and the generation schedule (the
 prompt sampler, and in off-by-one mode the next step's requests already in flight).
@@ -34,6 +35,7 @@ from rlhf.faults import nonfinite_names
 from rlhf.kl import AdaptiveKLController, FixedKLController
 from rlhf.models.loading import context_limit
 from rlhf.modes import phases
+from rlhf.modes.reference import reference_served_by_policy
 from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.records import Experience, RolloutBatch
 from rlhf.rollout.batch import collate_rollout
@@ -76,7 +78,7 @@ class PPOMode:
         kl = cfg.algorithm.kl
         self.kl_ctl = (AdaptiveKLController(kl.init_coef, kl.target, kl.horizon) if kl.controller == "adaptive"
                        else FixedKLController(kl.init_coef))
-        self.reference_folded = phases.reference_is_folded(cfg)
+        self.reference_by_policy = reference_served_by_policy(cfg)
         self.task_reward = TaskReward(cfg.eval.task_reward) if cfg.eval.task_reward else None
 
     # ---------------------------------------------------------------- groups and state
@@ -84,7 +86,7 @@ class PPOMode:
         return ["policy", "critic"] if self.cfg.algorithm.uses_critic else ["policy"]
 
     def frozen_groups(self) -> dict[str, tuple]:
-        reference = {} if self.reference_folded else {"reference": (ReferenceActor, ())}
+        reference = {} if self.reference_by_policy else {"reference": (ReferenceActor, ())}
         env = {"env": (EnvActor, ())} if self.cfg.rollout.env else {}  # multi-turn: the environments' group
         return {**reference, "reward": (RewardActor, ()), "rollout": (RolloutActor, (self.engine.name,
                                                                                      self.sleep_engines)), **env}
@@ -214,8 +216,8 @@ class PPOMode:
         groups = self.runtime.groups
         # Old log-probs: the engine's own (same model, same weights, same precision) or recomputed.
         policy_refs = None if self.reuse_rollout_logprobs else phases.submit_forward(groups["policy"], rollout)
-        ref_refs = (phases.submit_forward(groups["policy"], rollout, "forward_reference") if self.reference_folded
-                    else phases.submit_forward(groups["reference"], rollout))
+        ref_refs = (phases.submit_forward(groups["policy"], rollout, "forward_reference")
+                    if self.reference_by_policy else phases.submit_forward(groups["reference"], rollout))
         critic_refs = phases.submit_forward(groups["critic"], rollout) if "critic" in groups else None
         score_refs = phases.submit_scores(groups["reward"], rollout) if uses_reward_source(self.cfg.rollout) else []
         logprobs = (rollout.rollout_logprobs * rollout.response_mask if policy_refs is None

@@ -1,7 +1,8 @@
 """RLAIF as online DPO: the policy's own samples, ranked by AI feedback, become DPO pairs.
 
 Groups: policy (trained), reference (frozen start policy; none for simpo, nor with LoRA and
-`model.lora.fold_reference`: the policy with adapters disabled), reward (whatever
+`model.lora.fold_reference`: the policy with adapters disabled, nor with `ray.reference_in_policy`:
+each policy replica holds a copy), reward (whatever
 `reward.source` names: an AI judge, a reward model, a function) and rollout (engines that get
 the policy's weights after every update, through the shared weight push).
 
@@ -36,6 +37,7 @@ from rlhf.data.prompts import Prompt, PromptSampler, load_prompts, prompt_tokeni
 from rlhf.evaluation.task_reward import TaskReward
 from rlhf.models.loading import context_limit
 from rlhf.modes import phases
+from rlhf.modes.reference import reference_served_by_policy
 from rlhf.modes.runtime import Runtime, StepOutput
 from rlhf.pairs import best_worst_pairs, win_rate
 from rlhf.records import RolloutBatch
@@ -72,7 +74,7 @@ class RLAIFMode:
         self.sampler = PromptSampler(self.train_prompts, cfg.trainer.seed, data.shuffle)
         self.uses_reference = cfg.algorithm.dpo.uses_reference
         self.engine = choose_engine(cfg.rollout.engine, cfg.model.path, cfg.ray.rollout.num_gpus)
-        self.reference_folded = phases.reference_is_folded(cfg)
+        self.reference_by_policy = reference_served_by_policy(cfg)
         self.baseline_scores: Optional[list[float]] = None
         """The starting policy's held-out scores, the other side of every win-rate."""
         self.task_reward = TaskReward(cfg.eval.task_reward) if cfg.eval.task_reward else None
@@ -81,7 +83,7 @@ class RLAIFMode:
         return ["policy"]
 
     def frozen_groups(self) -> dict[str, tuple]:
-        reference = ({"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_folded
+        reference = ({"reference": (ReferenceActor, ())} if self.uses_reference and not self.reference_by_policy
                      else {})
         return {**reference, "reward": (RewardActor, ()), "rollout": (RolloutActor, (self.engine.name, False))}
 
@@ -125,9 +127,9 @@ class RLAIFMode:
             mini = cfg.trainer.mini_batch_size
             size = phases.padded_size(len(pairs), 1, mini)
             batch = padded_preference_batch(pairs, size, self.tokenizer.pad_token_id)
-            if self.reference_folded or self.uses_reference:
+            if self.reference_by_policy or self.uses_reference:
                 # The folded reference is the policy with its adapters disabled: the starting policy.
-                group, method = ((groups["policy"], "forward_reference") if self.reference_folded
+                group, method = ((groups["policy"], "forward_reference") if self.reference_by_policy
                                  else (groups["reference"], "forward"))
                 batch.ref_chosen_logps, batch.ref_rejected_logps = rt.phase(
                     "reference", lambda: phases.preference_reference_logps(group, batch, method))

@@ -44,6 +44,7 @@ from rlhf.metrics import MetricsLogger
 from rlhf.models.loading import load_tokenizer
 from rlhf import quiet
 from rlhf.modes import phases
+from rlhf.modes.reference import reference_copy_in_policy, reference_is_folded
 from rlhf.modes.spec import SPECS, ModeSpec
 from rlhf.rollout.weight_sync import engines_restarted
 from rlhf.summary import headline
@@ -127,8 +128,9 @@ class Runtime:
         self._setup_trainers([self.groups[role] for role in self.mode.trained_roles()])
         self.write_placement()
         report = get_fail_fast([self.groups[self.spec.trained[0]].handles[0].memory_report.remote()])[0]
-        folded = phases.reference_is_folded(cfg)
+        folded = reference_is_folded(cfg)
         self.memory_report = {"actor_groups": len(self.groups), "reference_folded": folded,
+                              "reference_in_policy": reference_copy_in_policy(cfg),
                               "reference_bytes_saved": report["frozen_bytes"] if folded else 0,
                               "trainable_bytes": report["trainable_bytes"]}
         if folded:

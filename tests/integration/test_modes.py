@@ -132,8 +132,9 @@ def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path)
     train = rows[1:]
     assert sum(r["rewards/accuracy"] for r in train[-5:]) / 5 > 0.7
     assert rows[-1]["eval/dpo/loss"] < rows[0]["eval/dpo/loss"] - 0.1
-    # The reference group ran (precomputing log-probs) and was released after.
-    assert _placed_groups(cfg) == {"policy", "reference"}
+    # dpo_tiny keeps the reference inside the policy replicas (ray.reference_in_policy): they precomputed its
+    # log-probs with their copies, and no reference group started.
+    assert _placed_groups(cfg) == {"policy"} and summary["reference_in_policy"]
     rlhf_eval_matches_the_run(summary, cfg, rows, ("eval/rewards/accuracy", "eval/rewards/margin", "eval/dpo/loss"),
                               tmp_path)
     resume_matches_the_run(cfg, rows, 10, ("dpo/loss", "rewards/margin", "eval/dpo/loss", "eval/rewards/margin"),
@@ -169,7 +170,7 @@ def test_rlaif_win_rate_against_the_starting_policy_rises(tiny_assets, ray_sessi
                       f"reward.judge.model_path={tiny_assets.judge}", "eval.task_reward=rlhf.tasks:letter_reward",
                       "trainer.save_steps=20")
     summary, rows = run(cfg)
-    assert _placed_groups(cfg) == {"policy", "reference", "reward", "rollout"}
+    assert _placed_groups(cfg) == {"policy", "reward", "rollout"} and summary["reference_in_policy"]
     # Step 0 compares the starting policy with itself on identical samples.
     assert rows[0]["eval/win_rate"] == 0.5
     assert rows[-1]["eval/win_rate"] >= 0.7, [r.get("eval/win_rate") for r in rows]
