@@ -73,6 +73,10 @@ def test_preset_learns(preset, tiny_assets, ray_session, tmp_path):
     first, last, ok = _learned(metrics)
     assert ok, (preset, first, last)
     assert all(math.isfinite(m["policy/loss"]) and 0 <= m["response/truncated_frac"] <= 1 for m in metrics)
+    # The presets keep the reference inside the policy replicas (ray.reference_in_policy): no reference group,
+    # and at step 1 each replica's copy is the policy it starts from, so the KL to it is zero to float rounding.
+    assert "reference" not in json.load(open(tmp_path / "placement.json"))
+    assert abs(metrics[0]["kl/mean"]) < 1e-6, metrics[0]["kl/mean"]
     if name == "grpo_tiny.yaml":
         assert all("policy/kl_loss" in m for m in metrics)
     if name == "dapo_tiny.yaml":
