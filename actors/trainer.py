@@ -16,8 +16,8 @@ from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
 from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
-from rlhf.modes.reference import reference_copy_in_policy
 from rlhf.models.weight_sources import manifest, weight_sources
+from rlhf.modes.reference import reference_copy_in_policy
 from rlhf.records import TrainStats
 from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
 from rlhf.rollout.sync_group import SyncSettings
