@@ -10,7 +10,7 @@ from actors.rollout import build_engine
 from rlhf.config import Config
 from rlhf.models.forward import over_micro_batches, policy_logprobs, response_vocab_logprobs
 from rlhf.training.micro_batches import response_forward
-from rlhf.models.loading import load_causal_lm
+from rlhf.models.loading import load_causal_lm, load_reference_model
 from rlhf.rollout import Generation, SamplingSpec
 from rlhf.training.devices import actor_device
 
@@ -20,8 +20,7 @@ class ReferenceActor:
     def __init__(self, cfg: Config, rank: int = 0) -> None:
         prepare_process(cfg.ray.reference.num_cpus, cfg.trainer.seed + rank)
         self.device = actor_device(cfg.ray.reference.num_gpus)
-        path = cfg.model.reference_path or cfg.model.path
-        self.model = load_causal_lm(path, cfg.model.dtype, cfg.model.trust_remote_code).to(self.device).eval()
+        self.model = load_reference_model(cfg.model, self.device)
         self.micro_batch_size = cfg.trainer.micro_batch_size
 
     def where(self) -> dict:

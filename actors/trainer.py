@@ -15,7 +15,7 @@ from rlhf.data.pretrain_mix import ptx_examples, ptx_indices, read_ptx_lines
 from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
-from rlhf.models.loading import load_causal_lm, load_tokenizer, load_value_model
+from rlhf.models.loading import load_causal_lm, load_reference_model, load_tokenizer, load_value_model
 from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.modes.reference import reference_copy_in_policy
 from rlhf.records import TrainStats
@@ -107,9 +107,7 @@ class TrainingActor:
             self.ptx_rows = ptx_examples(self.tokenizer, read_ptx_lines(cfg.data.ptx_path), cfg.data.ptx_max_tokens)
         if self.role == "policy" and reference_copy_in_policy(cfg):
             # Outside DeepSpeed: frozen, never partitioned, never saved; only the reference log-probs use it.
-            self.reference_model = load_causal_lm(cfg.model.reference_path or cfg.model.path, cfg.model.dtype,
-                                                  cfg.model.trust_remote_code).to(self.device).eval()
-            self.reference_model.requires_grad_(False)
+            self.reference_model = load_reference_model(cfg.model, self.device)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:

@@ -68,6 +68,14 @@ def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = 
     return model
 
 
+def load_reference_model(model_cfg, device: torch.device) -> PreTrainedModel:
+    """The frozen reference (`model.reference_path`, else the policy's start `model.path`) on `device`, for
+    forwards only; full precision even when the policy is quantized. Its own group and the policy's copy
+    (`ray.reference_in_policy`) both load it here."""
+    model = load_causal_lm(model_cfg.reference_path or model_cfg.path, model_cfg.dtype, model_cfg.trust_remote_code)
+    return model.to(device).eval().requires_grad_(False)
+
+
 def load_value_model(path: str, dtype: str = "float32", trust_remote_code: bool = False,
                      quantization: str = "none") -> PreTrainedModel:
     """A sequence classifier with one output: a reward model, or a critic read at every token.

@@ -8,6 +8,7 @@ policy group answers `forward_reference`.
 from __future__ import annotations
 
 from rlhf.config import Config
+from rlhf.modes.spec import SPECS
 
 
 def reference_is_folded(cfg: Config) -> bool:
@@ -20,8 +21,8 @@ def reference_is_folded(cfg: Config) -> bool:
 def reference_copy_in_policy(cfg: Config) -> bool:
     """`ray.reference_in_policy` where folding does not already make the policy its own reference: every
     policy replica loads a frozen copy of the reference model."""
-    has_reference = cfg.algorithm.name == "ppo" or (cfg.algorithm.name in ("dpo", "rlaif")
-                                                    and cfg.algorithm.dpo.uses_reference)
+    name = cfg.algorithm.name
+    has_reference = "reference" in SPECS[name].frozen and (name == "ppo" or cfg.algorithm.dpo.uses_reference)
     return has_reference and cfg.ray.reference_in_policy and not reference_is_folded(cfg)
 
 

@@ -127,8 +127,8 @@ class RLAIFMode:
             mini = cfg.trainer.mini_batch_size
             size = phases.padded_size(len(pairs), 1, mini)
             batch = padded_preference_batch(pairs, size, self.tokenizer.pad_token_id)
-            if self.reference_by_policy or self.uses_reference:
-                # The folded reference is the policy with its adapters disabled: the starting policy.
+            if self.uses_reference:
+                # From the reference group, or from the policy group (its adapters disabled, or its copy).
                 group, method = ((groups["policy"], "forward_reference") if self.reference_by_policy
                                  else (groups["reference"], "forward"))
                 batch.ref_chosen_logps, batch.ref_rejected_logps = rt.phase(
