@@ -11,19 +11,23 @@ from rlhf.config import Config
 from rlhf.modes.spec import SPECS
 
 
+def has_reference(cfg: Config) -> bool:
+    """Whether the mode keeps a reference model: PPO always; DPO and RLAIF unless their loss needs none
+    (SimPO); SFT, reward-model training and distillation never."""
+    name = cfg.algorithm.name
+    return "reference" in SPECS[name].frozen and (name == "ppo" or cfg.algorithm.dpo.uses_reference)
+
+
 def reference_is_folded(cfg: Config) -> bool:
     """With a PEFT method and `model.lora.fold_reference`, the reference is the policy with its adapters
-    disabled: no reference group (PPO always has a reference; DPO and RLAIF unless their loss needs none)."""
-    needs_reference = cfg.algorithm.name == "ppo" or cfg.algorithm.dpo.uses_reference
-    return needs_reference and cfg.model.peft_method is not None and cfg.model.lora.fold_reference
+    disabled: no reference group."""
+    return has_reference(cfg) and cfg.model.peft_method is not None and cfg.model.lora.fold_reference
 
 
 def reference_copy_in_policy(cfg: Config) -> bool:
     """`ray.reference_in_policy` where folding does not already make the policy its own reference: every
     policy replica loads a frozen copy of the reference model."""
-    name = cfg.algorithm.name
-    has_reference = "reference" in SPECS[name].frozen and (name == "ppo" or cfg.algorithm.dpo.uses_reference)
-    return has_reference and cfg.ray.reference_in_policy and not reference_is_folded(cfg)
+    return has_reference(cfg) and cfg.ray.reference_in_policy and not reference_is_folded(cfg)
 
 
 def reference_served_by_policy(cfg: Config) -> bool:

@@ -23,6 +23,11 @@ BASE = ["model.path=/m", "data.train_path=/d.jsonl"]
     (["algorithm.name=dpo", "ray.reference_in_policy=true", "algorithm.dpo.loss_type=simpo"], False, False),
     (["algorithm.name=sft", "ray.reference_in_policy=true"], False, False),
     (["algorithm.name=distill", "ray.reference_in_policy=true", "model.teacher_path=/t"], False, False),
+    # Modes without a reference fold none, even with an adapter (the summary reported one folded).
+    (["algorithm.name=sft", "model.lora.rank=8"], False, False),
+    (["algorithm.name=distill", "model.teacher_path=/t", "model.lora.rank=8"], False, False),
+    (["algorithm.name=dpo", "model.lora.rank=8", "algorithm.dpo.loss_type=simpo"], False, False),
+    (["algorithm.name=dpo", "model.lora.rank=8"], True, False),
 ])
 def test_reference_place(overrides, folded, copied):
     cfg = load(None, BASE + overrides)
