@@ -25,8 +25,9 @@ USER_MSG = "Write the letter b five times."
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> AssetPaths:
-    return build_assets(tmp_path_factory.mktemp("assets"), seed=0)
+def assets(tiny_assets: AssetPaths) -> AssetPaths:
+    """The session's build (`build_assets(..., seed=0)`, conftest.py): read here, never written."""
+    return tiny_assets
 
 
 def test_layout_and_manifest(assets: AssetPaths) -> None:
