@@ -1,6 +1,7 @@
 """Load policy, reference, reward and value models from Hugging Face folders."""
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,51 @@ def _check_folder(path: str, role: str) -> None:
         raise FileNotFoundError(f"{role} model folder {path!r} does not exist (build tiny ones with `rlhf assets`)")
 
 
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""`tokenizer_class` values naming transformers' generic `tokenizer.json` class rather than a model's own."""
+
+PLAIN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen3", "gemma", "gemma2", "gpt2", "gpt_neox"})
+"""Model types for which `AutoTokenizer` loads a generic `tokenizer_class` as the generic class itself
+(tests/unit/models/test_loading.py checks each against `AutoTokenizer`)."""
+
+
+def read_model_config(path: str) -> dict:
+    """The folder's `config.json` as saved ({} when it has none or it does not parse)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _plain_tokenizer(path: str) -> bool:
+    """Whether `AutoTokenizer` would load this folder with the generic class, decided from its JSON files."""
+    try:
+        with open(os.path.join(path, "tokenizer_config.json"), encoding="utf-8") as fh:
+            tokenizer_config = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    config = read_model_config(path)
+    return (isinstance(tokenizer_config, dict) and tokenizer_config.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES
+            and "auto_map" not in tokenizer_config and "auto_map" not in config
+            and config.get("model_type") in PLAIN_MODEL_TYPES and os.path.isfile(os.path.join(path, "tokenizer.json")))
+
+
 def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """The folder's tokenizer, the one `AutoTokenizer` gives.
+
+    `AutoTokenizer` first builds the model's config class, and transformers' config modules import its
+    kernel and compiler integrations (torch._dynamo): about 4 s of CPU in a fresh process. The driver,
+    which reads the data before any actor starts, needs none of that, so a folder that `AutoTokenizer`
+    would load with the generic class is loaded by that class directly."""
+    _check_folder(path, "tokenizer")
+    if _plain_tokenizer(path):
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        return TokenizersBackend.from_pretrained(path)
     from transformers import AutoTokenizer
 
-    _check_folder(path, "tokenizer")
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
@@ -48,10 +90,16 @@ def keep_generic_4bit_layout(model: torch.nn.Module) -> None:
 
 
 def context_limit(path: str, trust_remote_code: bool = False) -> int | None:
-    """The model's maximum sequence length (`max_position_embeddings`), None if its config has none."""
+    """The model's maximum sequence length (`max_position_embeddings`), None if its config has none.
+
+    Read from `config.json` where it is saved under that name (no config class, see `load_tokenizer`);
+    otherwise (another name such as GPT-2's `n_positions`, remote code) through `AutoConfig`."""
+    _check_folder(path, "model")
+    raw = read_model_config(path)
+    if isinstance(raw.get("max_position_embeddings"), int) and "auto_map" not in raw:
+        return raw["max_position_embeddings"]
     from transformers import AutoConfig
 
-    _check_folder(path, "model")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     return getattr(config, "max_position_embeddings", None)
 
