@@ -16,7 +16,8 @@ from rlhf.metrics import read_metrics
 from rlhf.records import Experience
 from rlhf.train import run_training
 
-pytestmark = pytest.mark.slow
+# serial: outside `make test`'s parallel workers (faults timed against collective timeouts).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 

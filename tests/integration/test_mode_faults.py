@@ -15,7 +15,8 @@ from rlhf.config import load
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 
-pytestmark = pytest.mark.slow
+# serial: outside `make test`'s parallel workers (actors killed mid-run, restarts waited for in wall-clock seconds).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 STEPS = 4

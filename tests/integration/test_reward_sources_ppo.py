@@ -24,7 +24,8 @@ from rlhf.metrics import read_metrics
 from rlhf.tasks import letter_reward
 from rlhf.train import run_training
 
-pytestmark = pytest.mark.slow
+# serial: outside `make test`'s parallel workers (an HTTP reward server taken down and brought back on a timer).
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 
