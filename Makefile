@@ -21,11 +21,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two pytest-xdist workers, each with its own local Ray: one run leaves about a quarter of two cores idle
-# between its phases, and the other worker's run fills it. A file goes to one worker whole (its module
-# fixtures are built once); tests marked `serial` (timed faults, fixed ports) run afterwards, one at a
-# time. TEST_WORKERS=0 runs the first part in one process too.
+# between its phases, and the other worker's run fills it. Tests marked `serial` (timed faults, fixed
+# ports) run afterwards, one at a time. TEST_WORKERS=0 runs the first part in one process too.
 TEST_WORKERS ?= 2
-PARALLEL := -m "not serial" -n $(TEST_WORKERS) --dist loadfile
+PARALLEL := -m "not serial" -n $(TEST_WORKERS) --dist loadgroup
 
 test: setup
 	$(VPY) -m pytest tests -v --timeout=1200 --durations=25 $(PARALLEL)

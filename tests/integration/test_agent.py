@@ -13,7 +13,8 @@ from rlhf.config import load
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 
-pytestmark = pytest.mark.slow
+# One pytest-xdist group (with test_distill: the session's agent SFT model (conftest.agent_sft_model) is trained once).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent_sft")]
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
