@@ -20,22 +20,14 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
-# Two pytest-xdist workers, each with its own local Ray: one run leaves about a quarter of two cores idle
-# between its phases, and the other worker's run fills it. Tests marked `serial` (timed faults, fixed
-# ports) run afterwards, one at a time. TEST_WORKERS=0 runs the first part in one process too.
-TEST_WORKERS ?= 2
-PARALLEL := -m "not serial" -n $(TEST_WORKERS) --dist loadgroup
-
 test: setup
-	$(VPY) -m pytest tests -v --timeout=1200 --durations=25 $(PARALLEL)
-	$(VPY) -m pytest tests -v --timeout=1200 --durations=10 -m serial
+	$(VPY) -m pytest tests -v --timeout=1200 --durations=25
 
 unit: setup
 	$(VPY) -m pytest tests/unit -q
 
 integration: setup
-	$(VPY) -m pytest tests/integration -v --timeout=1200 $(PARALLEL)
-	$(VPY) -m pytest tests/integration -v --timeout=1200 -m serial
+	$(VPY) -m pytest tests/integration -v --timeout=1200
 
 # configs/*_tiny.yaml read their models and data from .assets/tiny; rebuilt when the builders change
 # (a build is deterministic, so a rebuild only adds what a newer checkout ships).

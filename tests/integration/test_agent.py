@@ -13,8 +13,7 @@ from rlhf.config import load
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 
-# One pytest-xdist group (with test_distill: the session's agent SFT model (conftest.agent_sft_model) is trained once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent_sft")]
+pytestmark = pytest.mark.slow
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 

@@ -24,8 +24,7 @@ import pytest
 from rlhf.kl import AdaptiveKLController
 from rlhf.metrics import read_metrics
 
-# serial: outside `make test`'s parallel workers (its own multi-node Ray cluster on fixed ports, and waits bounded in wall-clock seconds).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLANTED = {"WANDB_API_KEY": "planted-wandb-key-6f1c2e9a7b", "RLHF_JUDGE_API_KEY": "planted-judge-key-93d0aa41"}

@@ -15,8 +15,7 @@ from rlhf.tasks import letter_reward
 from rlhf.train import run_training
 from tests.integration.resume_check import resume_matches_the_run
 
-# One pytest-xdist group (with test_agent: the session's agent SFT model (conftest.agent_sft_model) is trained once).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("agent_sft")]
+pytestmark = pytest.mark.slow
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "distill_tiny.yaml")
 

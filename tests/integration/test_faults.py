@@ -16,8 +16,7 @@ from rlhf.metrics import read_metrics
 from rlhf.records import Experience
 from rlhf.train import run_training
 
-# serial: outside `make test`'s parallel workers (faults timed against collective timeouts).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 

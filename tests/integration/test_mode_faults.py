@@ -15,8 +15,7 @@ from rlhf.config import load
 from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 
-# serial: outside `make test`'s parallel workers (actors killed mid-run, restarts waited for in wall-clock seconds).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 STEPS = 4

@@ -17,8 +17,7 @@ from rlhf.evaluation.scores import DROP, general_drop
 from rlhf.metrics import read_metrics
 from rlhf.pipeline.runner import run_pipeline
 
-# serial: outside `make test`'s parallel workers (SIGTERM sent to the test's own process to stop a stage).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 QUIET = {"logging.progress": False}

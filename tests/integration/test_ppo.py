@@ -18,8 +18,7 @@ from rlhf.metrics import read_metrics
 from rlhf.train import run_training
 from tests.integration.resume_check import resume_matches_the_run
 
-# One pytest-xdist group (the module's shared PPO run is built once, on one worker).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_ppo")]
+pytestmark = pytest.mark.slow
 
 STEPS = 60
 RESUME_AT = STEPS - 6

@@ -22,8 +22,7 @@ from rlhf.rewards.remote import RemoteError, RetryPolicy
 from rlhf.rewards.rubric import load_rubric
 from rlhf.tasks import letter_reward
 
-# serial: outside `make test`'s parallel workers (HTTP outages and retries timed in wall-clock seconds).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 FAST = RetryPolicy(timeout_s=0.5, max_retries=2, backoff_s=0.1)  # waits 0.1 + 0.2; worst case 1.8 s
 PROMPTS = ["Write the letter b five times.", "Repeat the letter k."]

@@ -24,8 +24,7 @@ from rlhf.metrics import read_metrics
 from rlhf.tasks import letter_reward
 from rlhf.train import run_training
 
-# serial: outside `make test`'s parallel workers (an HTTP reward server taken down and brought back on a timer).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 

@@ -18,9 +18,6 @@ from actors.groups import ActorGroup
 from actors.supervisor import Supervisor
 from rlhf.faults import TrainingRankDied
 
-# serial: outside `make test`'s parallel workers (actors killed and restarts waited for in wall-clock seconds).
-pytestmark = pytest.mark.serial
-
 
 def _make_worker_class(ray):
     @ray.remote(num_cpus=0, max_restarts=3)

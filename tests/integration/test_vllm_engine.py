@@ -22,8 +22,7 @@ from rlhf.rollout import SamplingSpec  # noqa: E402
 from rlhf.rollout.batch import collate_rollout  # noqa: E402
 from rlhf.rollout.dispatch import generate_on_engines  # noqa: E402
 
-# One pytest-xdist group (the module's engines are started once, on one worker).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_vllm_engine")]
+pytestmark = pytest.mark.slow
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
 PROMPTS = ["Write the letter b five times.", "Repeat the letter k.", "Say e.", "Only letters t, please.", "s s s"]
 
