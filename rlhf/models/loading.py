@@ -26,25 +26,26 @@ PLAIN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen3", "gemma", "gemma2", "
 (tests/unit/models/test_loading.py checks each against `AutoTokenizer`)."""
 
 
-def read_model_config(path: str) -> dict:
-    """The folder's `config.json` as saved ({} when it has none or it does not parse)."""
+def _read_json_object(path: str, name: str) -> dict:
+    """The folder's JSON file `name` as saved ({} when it is missing, does not parse, or is not an object)."""
     try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
-            config = json.load(fh)
+        with open(os.path.join(path, name), encoding="utf-8") as fh:
+            content = json.load(fh)
     except (OSError, ValueError):
         return {}
-    return config if isinstance(config, dict) else {}
+    return content if isinstance(content, dict) else {}
+
+
+def read_model_config(path: str) -> dict:
+    """The folder's `config.json` as saved ({} when it has none or it does not parse)."""
+    return _read_json_object(path, "config.json")
 
 
 def _plain_tokenizer(path: str) -> bool:
     """Whether `AutoTokenizer` would load this folder with the generic class, decided from its JSON files."""
-    try:
-        with open(os.path.join(path, "tokenizer_config.json"), encoding="utf-8") as fh:
-            tokenizer_config = json.load(fh)
-    except (OSError, ValueError):
-        return False
+    tokenizer_config = _read_json_object(path, "tokenizer_config.json")
     config = read_model_config(path)
-    return (isinstance(tokenizer_config, dict) and tokenizer_config.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES
+    return (tokenizer_config.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES
             and "auto_map" not in tokenizer_config and "auto_map" not in config
             and config.get("model_type") in PLAIN_MODEL_TYPES and os.path.isfile(os.path.join(path, "tokenizer.json")))
 

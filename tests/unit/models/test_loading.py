@@ -49,15 +49,15 @@ def test_tokenizer_equals_auto_tokenizer(model_type, tokenizer, tmp_path):
             == auto.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
 
 
-@pytest.mark.parametrize("model_type, limit", [("llama", 77), ("qwen2", 77), ("phi3", 77), ("gpt2", 77), ("gpt_neox", 77)])
-def test_context_limit_equals_the_config_class(model_type, limit, tokenizer, tmp_path):
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "phi3", "gpt2", "gpt_neox"])
+def test_context_limit_equals_the_config_class(model_type, tokenizer, tmp_path):
     # GPT-2 saves it as n_positions: read through AutoConfig's attribute map.
     key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
-    folder = _folder(tmp_path, tokenizer, model_type, **{key: limit})
-    assert context_limit(folder) == AutoConfig.from_pretrained(folder).max_position_embeddings == limit
+    folder = _folder(tmp_path, tokenizer, model_type, **{key: 77})
+    assert context_limit(folder) == AutoConfig.from_pretrained(folder).max_position_embeddings == 77
 
 
-def test_a_remapped_or_remote_folder_goes_through_auto_tokenizer(tokenizer, tmp_path, monkeypatch):
+def test_a_remapped_or_remote_folder_goes_through_auto_tokenizer(tokenizer, tmp_path):
     from rlhf.models import loading
 
     folder = _folder(tmp_path, tokenizer, "llama")
