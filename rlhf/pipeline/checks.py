@@ -2,15 +2,18 @@
 
 Each stage's config goes through the same `load` + `validate` + preflight as `rlhf train`, except the
 existence checks of paths that come from references (`${sft.final}`): those folders are written by an
-earlier stage. Rules across stages: a referenced stage must save its final model, and every stage
-with a general-ability probe must probe the same way, since all their drops are measured against the
-one starting model.
+earlier stage. Rules across stages: a referenced stage must save its final model (for a stage that trains
+adapters, the merged model in `final/merged`: its `final/` holds only the adapters), and every stage with a
+general-ability probe must probe the same way, since all their drops are measured against the one starting
+model.
 """
 from __future__ import annotations
 
 import os
+from functools import reduce
 
 from rlhf.config import ConfigError
+from rlhf.config.schema import VIRTUAL_TOKEN_TYPES
 from rlhf.pipeline.spec import PipelineConfig, StagePlan, plan_stage, starting_model
 
 PROBE_KEYS = ("general_text_path", "general_prompts_path", "general_checker", "max_new_tokens", "max_samples")
@@ -34,6 +37,25 @@ def check_references(plans: list[StagePlan]) -> None:
             if not by_name[stage].cfg.trainer.save_hf_model:
                 raise ConfigError(f"stage {plan.name!r}: {key}: refers to {stage}'s final model, but stage {stage!r} "
                                   "has trainer.save_hf_model=false and writes none")
+            check_adapter_reference(plan, key, by_name[stage])
+
+
+def check_adapter_reference(plan: StagePlan, key: str, source: StagePlan) -> None:
+    """A model path that names a stage training adapters must name its merged model, and that stage must write one."""
+    method = source.cfg.model.peft_method
+    if method is None or not key.startswith("model."):
+        return
+    where = f"stage {plan.name!r}: {key}: refers to {source.name}'s final model, but stage {source.name!r} trains {method}"
+    if method in VIRTUAL_TOKEN_TYPES:
+        raise ConfigError(f"{where} virtual tokens, which no model folder holds; train that stage without them "
+                          "(model.peft.type) to use its model in a later stage")
+    if not source.cfg.model.lora.save_merged:
+        raise ConfigError(f"{where} adapters and its final/ holds only them; set model.lora.save_merged: true in "
+                          f"stage {source.name!r} and refer to ${{{source.name}.final}}/merged")
+    value = reduce(getattr, key.split("."), plan.cfg)
+    if os.path.normpath(value) != os.path.normpath(os.path.join(source.cfg.trainer.output_dir, "final", "merged")):
+        raise ConfigError(f"{where} adapters and its final/ holds only them; refer to ${{{source.name}.final}}/merged, "
+                          "the merged model")
 
 
 def check_probes(plans: list[StagePlan]) -> None:

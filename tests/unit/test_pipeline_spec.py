@@ -87,6 +87,43 @@ def test_references_inside_lists_and_longer_strings(files):
     assert refs == {"a[1]": "sft"}
 
 
+def _adapter_sft(raw: dict, **lora) -> dict:
+    raw["stages"][0]["model.lora"] = {"rank": 4, **lora}
+    return raw
+
+
+@pytest.fixture
+def llama_base(files):
+    """The base stand-in as a one-layer Llama config: the LoRA preflight builds it on the meta device."""
+    (files / "base" / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 32}))
+    return files
+
+
+def test_a_stage_training_adapters_is_referred_to_by_its_merged_model(files, llama_base):
+    raw = _adapter_sft(three_stages(files), save_merged=True)
+    raw["stages"][2]["model"]["path"] = "${sft.final}/merged"
+    ppo = check_pipeline(parse_pipeline(raw, "p.yaml"), {}, "p.yaml")[2]
+    assert ppo.cfg.model.path == os.path.join(str(files / "out" / "sft" / "final"), "merged")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: _adapter_sft(r, save_merged=True),
+     r"stage 'ppo': model.path: refers to sft's final model, but stage 'sft' trains lora adapters and its final/ "
+     r"holds only them; refer to \$\{sft.final\}/merged"),
+    (lambda r: _adapter_sft(r)["stages"][2]["model"].update({"path": "${sft.final}/merged"}),
+     r"stage 'sft' trains lora adapters .*; set model.lora.save_merged: true in stage 'sft'"),
+    (lambda r: r["stages"][0].update({"model.peft": {"type": "prompt_tuning"}}),
+     r"stage 'sft' trains prompt_tuning virtual tokens, which no model folder holds"),
+])
+def test_a_reference_to_adapters_alone_fails_before_any_stage(files, llama_base, edit, message):
+    raw = three_stages(files)
+    edit(raw)
+    with pytest.raises(ConfigError, match=message):
+        check_pipeline(parse_pipeline(raw, "p.yaml"), {}, "p.yaml")
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda r: r["stages"][1].update({"trainer.stepz": 3}), r"stage 'rm': trainer.stepz: unknown key"),
     (lambda r: r["stages"][1].update({"data.train_path": "/nope.jsonl"}),
