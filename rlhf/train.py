@@ -97,10 +97,15 @@ def process_started_at() -> Optional[float]:
     return time.time() - uptime_s + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def run_training(cfg: Config, resume: bool = False, started_at: Optional[float] = None) -> dict:
+def run_training(cfg: Config, resume: bool = False, started_at: Optional[float] = None,
+                 pending_stop: Sequence[int] = ()) -> dict:
     """Check everything the driver can, build the mode's runtime (reads data), claim the output
     folder, start or join Ray, run, and always tear the actors down. Nothing is written into the
     output folder before the config, its paths and the data have been checked.
+
+    `pending_stop`: where a caller's own handler puts the signals that arrive before this run installs
+    its handler (a pipeline's stage that is starting); read once the run's handler is in place, so a
+    signal in either window stops the run after its first step, with a checkpoint.
 
     `started_at` (wall-clock seconds; default: now) is where `timing/startup_s` counts from: the CLI
     passes its process's start, so the figure is what a user waits from `rlhf train` to the first step."""
@@ -122,6 +127,9 @@ def run_training(cfg: Config, resume: bool = False, started_at: Optional[float] 
     started_ray = init_ray(cfg, runtime.group_names())
     try:
         with stop_on_signals(runtime):
+            if pending_stop:
+                logger.warning("a stop was requested while the run was starting: it ends after its first step")
+                runtime.request_stop(pending_stop[0])
             runtime.start(resume=resume)
             return runtime.run(started_at)
     finally:

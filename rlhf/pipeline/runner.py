@@ -110,8 +110,9 @@ class PipelineRun:
             write_baseline(self.out, value, self.base, source)
             logger.info("pipeline baseline (%s, %s): %s", self.base, source, value)
 
-    def run_stage(self, plan: StagePlan, resume: bool) -> dict:
-        """Steps 2-4 of the module docstring for one stage; returns its run summary."""
+    def run_stage(self, plan: StagePlan, resume: bool, received: list[int]) -> dict:
+        """Steps 2-4 of the module docstring for one stage; returns its run summary. A signal that lands in
+        `received` after the stage began, before its run handles signals itself, stops it like one during it."""
         from rlhf.summary import print_summary
         from rlhf.train import run_training
 
@@ -121,7 +122,7 @@ class PipelineRun:
         logger.info("pipeline stage %r (%s): %s", plan.name, mode_label(cfg), "resuming" if resume else "starting")
         self.report({plan.name: "running"})
         try:
-            summary = run_training(stage_config(plan, self.baseline, self.group), resume=resume)
+            summary = run_training(stage_config(plan, self.baseline, self.group), resume=resume, pending_stop=received)
         except BaseException:
             self.report({plan.name: "failed"})
             raise
@@ -143,7 +144,7 @@ class PipelineRun:
             if action == SKIP:
                 logger.info("pipeline stage %r: finished before, skipped", plan.name)
             else:
-                self.summaries[plan.name] = self.run_stage(plan, resume=action == RESUME)
+                self.summaries[plan.name] = self.run_stage(plan, action == RESUME, received)
             summary = self.summaries[plan.name]
             if (plan.cfg.eval.general_probe and self.baseline is None and self.base
                     and same_path(plan.cfg.model.path, self.base)):

@@ -116,6 +116,33 @@ def test_three_stages_stopped_in_the_second_resume_without_rerunning_the_first(t
     assert open(out / "report.png", "rb").read(4) == b"\x89PNG"
 
 
+def test_a_signal_while_a_stage_starts_stops_that_stage_after_its_first_step(tiny_assets, ray_session, tmp_path,
+                                                                            monkeypatch):
+    """SIGTERM after the stage began, before its run installed its own handler (here: during its preflight):
+    the pipeline's handler records it, and the stage's run takes it over, stopping after step 1 with a
+    checkpoint instead of running its whole length."""
+    import rlhf.preflight
+
+    data, out = tiny_assets.data, tmp_path / "out"
+    preflight = rlhf.preflight.check_before_start
+
+    def signal_then_check(cfg, resume):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return preflight(cfg, resume)
+
+    monkeypatch.setattr(rlhf.preflight, "check_before_start", signal_then_check)
+    file = write_pipeline(tmp_path, [
+        {"name": "sft", "config": os.path.join(CONFIGS, "sft_tiny.yaml"), **QUIET, "model.path": str(tiny_assets.base),
+         "data.train_path": str(data / "sft_train.jsonl"), "trainer.steps": 6, "eval.every_steps": 0,
+         "ray.policy.replicas": 1},
+    ])
+    result = run_pipeline(file)
+    assert (result.outcome, result.stage, result.stop_signal) == ("interrupted", "sft", signal.SIGTERM), result.message
+    summary = json.load(open(out / "sft" / "summary.json"))
+    assert summary["stopped"] and summary["steps"] == 1
+    assert os.path.isdir(out / "sft" / "checkpoints" / "step_1") and not os.path.exists(out / "sft" / "final")
+
+
 def test_a_harmful_second_stage_is_stopped_by_the_gate_against_the_pipelines_start(tiny_assets, ray_session, tmp_path):
     data, out, limit = tiny_assets.data, tmp_path / "out", 0.15
     sft = {"config": os.path.join(CONFIGS, "sft_gate_tiny.yaml"), **QUIET, **probe(data, limit),
