@@ -177,7 +177,7 @@ def test_a_harmful_second_stage_is_stopped_by_the_gate_against_the_pipelines_sta
     assert read_metrics(str(out / "harmful")) == harmful
 
 
-@pytest.mark.parametrize("name", ["pipeline_tiny.yaml", "pipeline_rlaif_tiny.yaml"])
+@pytest.mark.parametrize("name", ["pipeline_tiny.yaml", "pipeline_rlaif_tiny.yaml", "pipeline_lora_tiny.yaml"])
 def test_shipped_pipelines_pass_every_check_on_the_built_assets(name, tiny_assets, tmp_path, monkeypatch):
     """The shipped pipelines plan and pass every stage's preflight (nothing runs), unedited, run as a user
     runs them: from a checkout whose `.assets/tiny` holds the built assets (here the tests' own, linked in,
