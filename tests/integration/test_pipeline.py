@@ -196,9 +196,12 @@ def test_shipped_pipelines_pass_every_check_on_the_built_assets(name, tiny_asset
     rl = plans["ppo"].cfg
     assert rl.eval.task_reward == "rlhf.tasks:letter_reward" and rl.eval.max_general_drop is not None
     # Human feedback (a reward model trained by the rm stage) against AI feedback (the judge): one key apart.
-    if name == "pipeline_tiny.yaml":
+    if name in ("pipeline_tiny.yaml", "pipeline_lora_tiny.yaml"):
         assert list(plans) == ["sft", "rm", "ppo"] and rl.reward.source == "model"
         assert plans["ppo"].references == {"model.path": "sft", "model.reward_path": "rm"}
+        if name == "pipeline_lora_tiny.yaml":  # adapters on both policy stages; PPO starts from SFT's merged model
+            assert plans["sft"].cfg.model.peft_method == "lora" and rl.model.peft_method == "lora"
+            assert rl.model.path.endswith(os.path.join("sft", "final", "merged"))
     else:
         assert list(plans) == ["sft", "ppo"] and rl.reward.source == "judge"
         assert plans["ppo"].references == {"model.path": "sft"}
