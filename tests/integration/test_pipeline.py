@@ -133,8 +133,8 @@ def test_a_signal_while_a_stage_starts_stops_that_stage_after_its_first_step(tin
     monkeypatch.setattr(rlhf.preflight, "check_before_start", signal_then_check)
     file = write_pipeline(tmp_path, [
         {"name": "sft", "config": os.path.join(CONFIGS, "sft_tiny.yaml"), **QUIET, "model.path": str(tiny_assets.base),
-         "data.train_path": str(data / "sft_train.jsonl"), "trainer.steps": 6, "eval.every_steps": 0,
-         "ray.policy.replicas": 1},
+         "data.train_path": str(data / "sft_train.jsonl"), "data.eval_path": str(data / "sft_eval.jsonl"),
+         "trainer.steps": 6, "eval.every_steps": 0, "ray.policy.replicas": 1},
     ])
     result = run_pipeline(file)
     assert (result.outcome, result.stage, result.stop_signal) == ("interrupted", "sft", signal.SIGTERM), result.message
