@@ -14,7 +14,7 @@ from functools import reduce
 
 from rlhf.config import ConfigError
 from rlhf.config.schema import VIRTUAL_TOKEN_TYPES
-from rlhf.pipeline.spec import PipelineConfig, StagePlan, plan_stage, starting_model
+from rlhf.pipeline.spec import PipelineConfig, StagePlan, plan_stage, same_path, starting_model
 
 PROBE_KEYS = ("general_text_path", "general_prompts_path", "general_checker", "max_new_tokens", "max_samples")
 """The eval keys that define the general-ability probe: equal in every probed stage."""
@@ -53,7 +53,7 @@ def check_adapter_reference(plan: StagePlan, key: str, source: StagePlan) -> Non
         raise ConfigError(f"{where} adapters and its final/ holds only them; set model.lora.save_merged: true in "
                           f"stage {source.name!r} and refer to ${{{source.name}.final}}/merged")
     value = reduce(getattr, key.split("."), plan.cfg)
-    if os.path.normpath(value) != os.path.normpath(os.path.join(source.cfg.trainer.output_dir, "final", "merged")):
+    if not same_path(value, os.path.join(source.cfg.trainer.output_dir, "final", "merged")):
         raise ConfigError(f"{where} adapters and its final/ holds only them; refer to ${{{source.name}.final}}/merged, "
                           "the merged model")
 
