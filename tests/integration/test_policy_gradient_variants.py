@@ -29,7 +29,7 @@ def _config(assets, out, name, *extra):
     return load(os.path.join(CONFIGS, name), [
         f"model.path={assets.policy}", f"data.train_path={assets.data / 'task_train.jsonl'}",
         f"trainer.output_dir={out}", f"trainer.steps={STEPS}", "trainer.save_steps=0",
-        "trainer.save_hf_model=false", "logging.progress=false", *extra,
+        "trainer.save_hf_model=false", "logging.progress=false", "ray.policy.replicas=1", *extra,
     ])
 
 
@@ -46,7 +46,7 @@ def test_grpo_with_a_bf16_vllm_engine_and_tis_learns(tiny_assets, ray_session, t
     # correct the gap.
     cfg = _config(tiny_assets, tmp_path, "grpo_tiny.yaml", "rollout.engine=vllm", "rollout.dtype=bfloat16",
                   "rollout.kv_cache_memory_mb=64", "algorithm.is_correction=tis",
-                  "algorithm.ppo_epochs=1", "trainer.mini_batch_size=64", "ray.policy.replicas=1")
+                  "algorithm.ppo_epochs=1", "trainer.mini_batch_size=64")
     summary = run_training(cfg)
     metrics = read_metrics(str(tmp_path))
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
@@ -67,7 +67,7 @@ def test_preset_learns(preset, tiny_assets, ray_session, tmp_path):
     # for REINFORCE++'s batch-normalised returns. Measured last-10 / first-10: 2.36 and 1.82 (REINFORCE++ with
     # the GRPO preset's KL loss: 1.51, too close to the bar to keep).
     name, *extra = preset.split()
-    run_training(_config(tiny_assets, tmp_path, name, "ray.policy.replicas=1", *extra))
+    run_training(_config(tiny_assets, tmp_path, name, *extra))
     metrics = read_metrics(str(tmp_path))
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     first, last, ok = _learned(metrics)
