@@ -23,7 +23,7 @@ def test_grpo_colocated_zero3_without_critic(tiny_assets, ray_session, tmp_path)
         f"trainer.output_dir={tmp_path}",
         "algorithm.advantage=grpo",
         "trainer.steps=4", "trainer.save_steps=0", "trainer.prompts_per_step=4",
-        "trainer.mini_batch_size=16", "trainer.zero_stage=3",
+        "trainer.mini_batch_size=16", "trainer.micro_batch_size=8", "trainer.zero_stage=3",
         "ray.policy.replicas=2", "ray.colocate=true",
         # A tiny target: the measured KL is above it, so the adaptive coefficient must grow.
         "algorithm.kl.target=0.01", "algorithm.kl.init_coef=0.01",
@@ -54,7 +54,7 @@ def _one_update_per_batch(assets, out, old_logprobs):
         f"trainer.output_dir={out}", "algorithm.advantage=grpo", "algorithm.ppo_epochs=1",
         "trainer.steps=3", "trainer.save_steps=0", "trainer.prompts_per_step=4", "trainer.mini_batch_size=32",
         "ray.policy.replicas=1", "trainer.save_hf_model=false", "logging.progress=false",
-        f"algorithm.old_logprobs={old_logprobs}",
+        "ray.reference_in_policy=true", f"algorithm.old_logprobs={old_logprobs}",
     ])
 
 
@@ -89,6 +89,7 @@ def test_bf16_training_end_to_end(tiny_assets, ray_session, tmp_path):
         f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'task_train.jsonl'}",
         f"trainer.output_dir={tmp_path}", "model.dtype=bfloat16", "algorithm.advantage=grpo",
         "trainer.steps=4", "trainer.save_steps=0", "trainer.prompts_per_step=4", "trainer.mini_batch_size=16",
+        "trainer.micro_batch_size=8",
         "ray.policy.replicas=2", "logging.progress=false", "algorithm.old_logprobs=recompute",
     ])
     summary = run_training(cfg)
