@@ -215,9 +215,14 @@ def test_ppo_job_spreads_over_nodes_and_survives_engine_and_reference_kills(clus
 
 def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("job_b"))
+
+    def submit(job_id: str, *overrides: str, resume: bool = False) -> None:
+        # The reference inside the policy replicas: one process fewer per job (no fault here involves it).
+        cluster.submit(job_id, out, *overrides, "ray.reference_in_policy=true", resume=resume)
+
     # RELIABILITY 10: `ray job stop` mid-run -> a checkpoint of the last step, actors gone. The job is
     # far longer than the test waits, so the stop lands mid-run on a fast machine too.
-    cluster.submit("rlhf-b1", out, "trainer.steps=1000")
+    submit("rlhf-b1", "trainer.steps=1000")
     wait_for(lambda: steps_done(out) >= 3, 400, "step 3", cluster.explain("rlhf-b1"))
     pids = [w["pid"] for group in placement(out).values() for w in group]
     cluster.ray("job", "stop", "rlhf-b1", "--address", cluster.address, timeout=200)
@@ -232,7 +237,7 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
     # RELIABILITY 1: a policy rank killed after the resume -> the job fails fast naming it. The job is
     # long and saves nothing, so the kill lands mid-run however fast the machine is, and the next
     # resume starts again from the stop's checkpoint (its log lines past it are dropped).
-    cluster.submit("rlhf-b2", out, "trainer.steps=1000", "trainer.save_steps=100000", resume=True)
+    submit("rlhf-b2", "trainer.steps=1000", "trainer.save_steps=100000", resume=True)
     wait_for(lambda: steps_done(out) >= stopped_at + 1 and {w["pid"] for w in placement(out)["policy"]}.isdisjoint(pids),
              400, "a step of the resumed job", cluster.explain("rlhf-b2"))
     os.kill(placement(out)["policy"][1]["pid"], signal.SIGKILL)
@@ -242,13 +247,13 @@ def test_stop_resume_rank_death_and_node_loss(cluster, tmp_path_factory):
 
     # RELIABILITY 11: node_b (the critic's node) lost -> placement fails in bounded time naming the group.
     cluster.script("stop_cluster.sh", "node_b")
-    cluster.submit("rlhf-b3", out, *steps, "ray.placement_timeout_s=15", resume=True)
+    submit("rlhf-b3", *steps, "ray.placement_timeout_s=15", resume=True)
     assert cluster.wait_status("rlhf-b3", {"FAILED"}, 180) == "FAILED"  # bounded: the wait raises at 180 s
     assert re.search(r"placement group of critic could not be placed", cluster.logs("rlhf-b3"))
 
     # The node is back: resume finishes the run; every step ran once and the KL state carried over.
     cluster.script("start_cluster.sh", "node_b")
-    cluster.submit("rlhf-b4", out, *steps, resume=True)
+    submit("rlhf-b4", *steps, resume=True)
     assert cluster.wait_status("rlhf-b4", {"SUCCEEDED"}, 400) == "SUCCEEDED", cluster.logs("rlhf-b4")[-4000:]
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, last + 1))

@@ -147,7 +147,7 @@ def test_ppo_logs_held_out_reward_and_the_general_probe(tiny_assets, ray_session
         f"model.path={tiny_assets.policy}", f"data.train_path={data / 'task_train.jsonl'}",
         f"data.eval_path={data / 'task_eval.jsonl'}", f"eval.general_text_path={data / 'general_eval.txt'}",
         f"trainer.output_dir={tmp_path}", "trainer.steps=4", "eval.every_steps=2", "algorithm.advantage=grpo",
-        "ray.policy.replicas=1", "logging.progress=false",
+        "ray.policy.replicas=1", "ray.reference_in_policy=true", "logging.progress=false",
     ])
     summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))

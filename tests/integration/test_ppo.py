@@ -1,7 +1,7 @@
 """End-to-end PPO on real Ray actor groups, real DeepSpeed ZeRO-2 and the real tiny task.
 
 One learning run is shared by several checks (learning, adaptive KL, log-prob agreement
-after weight pushes, outputs, checkpoints); the resume test restarts from its step-54
+after weight pushes, outputs, checkpoints); the resume test restarts from its step-44
 checkpoint. Each run costs about a minute of actor start-up on 2 cores, so runs are few.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from tests.integration.resume_check import resume_matches_the_run
 
 pytestmark = pytest.mark.slow
 
-STEPS = 60
+STEPS = 50
+"""Last-10 / first-10 reward of this run with 16-row micro-batches: 1.70 at step 50, 1.62 at step 60."""
 RESUME_AT = STEPS - 6
 """The run's first checkpoint, where the resume test picks it up (late: the resumed part costs run time)."""
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "ppo_tiny.yaml")
@@ -106,6 +107,7 @@ def test_adaptive_kl_grows_the_coefficient_when_kl_exceeds_the_target(tiny_asset
     steps, target = 6, 1e-4
     cfg = tiny_config(tiny_assets, tmp_path, f"trainer.steps={steps}", "trainer.save_steps=0",
                       "ray.policy.replicas=1", f"algorithm.kl.target={target}", "trainer.save_hf_model=false",
+                      "ray.reference_in_policy=true",  # one process fewer: the layout is the shared run's
                       f"data.ptx_path={tiny_assets.data / 'pretrain_corpus.txt'}", "algorithm.ptx_coef=0.5")
     assert cfg.algorithm.uses_critic
     run_training(cfg)
@@ -179,7 +181,7 @@ def test_outputs_final_model_and_checkpoints(ppo_run):
 
 def test_resume_continues_where_the_uninterrupted_run_was(ppo_run, tmp_path):
     cfg, _, straight = ppo_run
-    # A run "stopped" right after its first checkpoint (step_54): the same rewards follow the resume, and
+    # A run "stopped" right after its first checkpoint (step_44): the same rewards follow the resume, and
     # the next KL coefficient is the uninterrupted run's.
     resumed = resume_matches_the_run(cfg, straight, RESUME_AT, ("reward/mean",), tmp_path, tolerance=1e-4)
     assert resumed[RESUME_AT]["kl/coef"] == pytest.approx(straight[RESUME_AT]["kl/coef"], rel=1e-9)
@@ -190,7 +192,8 @@ def test_async_generation_samples_one_update_behind(ppo_run, tiny_assets, ray_se
     # trains, so every batch after the first is one update old. 12 steps: the invariant, not learning.
     steps = 12
     cfg = tiny_config(tiny_assets, tmp_path, "rollout.async_generation=true", "trainer.save_steps=0",
-                      "trainer.save_hf_model=false", "algorithm.old_logprobs=auto", f"trainer.steps={steps}")
+                      "trainer.save_hf_model=false", "algorithm.old_logprobs=auto", f"trainer.steps={steps}",
+                      "ray.reference_in_policy=true")
     summary = run_training(cfg)
     metrics = read_metrics(str(tmp_path))
     assert summary["old_logprobs"] == "recomputed by the policy"  # auto: one update old, so recomputed
