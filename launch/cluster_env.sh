@@ -42,11 +42,14 @@ with_descendants() {
   echo $seen
 }
 
+# Processes are matched on their whole command line: `ps -ww`, because ps cuts `args` to $COLUMNS
+# when that is exported (pytest-xdist workers export COLUMNS=80), and the cut lines hid every raylet.
+
 # The raylet of one node names its own port on its command line.
 node_pids() {
   local port=$(( RLHF_PORT_BASE + $(node_offset "$1") + 3 ))
   local raylet
-  raylet=$(ps -eo pid=,args= | grep -F -- "$RLHF_CLUSTER_DIR" | grep -F -- "--node_manager_port=$port" \
+  raylet=$(ps -ww -eo pid=,args= | grep -F -- "$RLHF_CLUSTER_DIR" | grep -F -- "--node_manager_port=$port" \
     | grep -v grep | awk '{print $1}')
   [ -n "$raylet" ] && with_descendants $raylet
 }
@@ -54,7 +57,7 @@ node_pids() {
 # Every process of the cluster: those naming its directory, and their descendants.
 cluster_pids() {
   local roots
-  roots=$(ps -eo pid=,args= | grep -F -- "$RLHF_CLUSTER_DIR/session_" \
+  roots=$(ps -ww -eo pid=,args= | grep -F -- "$RLHF_CLUSTER_DIR/session_" \
     | grep -v grep | awk '{print $1}')
   [ -n "$roots" ] && with_descendants $roots
 }

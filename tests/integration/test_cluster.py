@@ -51,7 +51,8 @@ class Cluster:
         env.update(PLANTED)  # secrets reach the jobs through the nodes' environment, never the job spec
         env.update(PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
                    RLHF_CLUSTER_DIR=self.dir, RLHF_PORT_BASE=str(base), RLHF_DASHBOARD_PORT=str(base + 390),
-                   RLHF_HEAD_CPUS="2", RLHF_WORKER_CPUS="3", RLHF_ASSETS=str(assets.root), RAY_AUTH_MODE="token")
+                   RLHF_HEAD_CPUS="2", RLHF_WORKER_CPUS="3", RLHF_ASSETS=str(assets.root), RAY_AUTH_MODE="token",
+                   COLUMNS="80")  # a narrow terminal must not hide the nodes' processes from stop_cluster.sh
         self.env = env
         self.address = f"http://127.0.0.1:{base + 390}"
 
