@@ -20,14 +20,21 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
+# Two pytest-xdist workers, each with its own local Ray: one run leaves a third of two cores idle between
+# its phases (waits, polls, single-threaded start-up), and the other worker's run fills it. A file goes to
+# one worker whole, so its module fixtures (the shared PPO run, the cluster) are built once.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(VPY) -m pytest tests -v --timeout=1200 --durations=25
+	$(VPY) -m pytest tests -v --timeout=1200 --durations=25 $(PARALLEL)
 
 unit: setup
 	$(VPY) -m pytest tests/unit -q
 
 integration: setup
-	$(VPY) -m pytest tests/integration -v --timeout=1200
+	$(VPY) -m pytest tests/integration -v --timeout=1200 $(PARALLEL)
 
 # configs/*_tiny.yaml read their models and data from .assets/tiny; rebuilt when the builders change
 # (a build is deterministic, so a rebuild only adds what a newer checkout ships).

@@ -1,7 +1,14 @@
-"""Shared fixtures: one set of tiny assets and one local Ray instance for the whole session."""
+"""Shared fixtures: one set of tiny assets and one local Ray instance for the whole session.
+
+`make test` runs the tests on two pytest-xdist workers (processes), each with its own local Ray; the
+assets and the agent SFT model are built once per run, by whichever worker asks first (`built_once`).
+"""
 from __future__ import annotations
 
+import fcntl
 import os
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -9,12 +16,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once per test run: alone, into a fresh folder; under pytest-xdist, into the run's
+    shared temporary folder, the first worker building while the others wait on a file lock."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent  # one per run, above every worker's own basetemp
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory):
     """Tokenizer, policy, reward model and datasets, built once with the real `rlhf assets` code."""
-    from rlhf.assets.build import build_assets
+    from rlhf.assets.build import AssetPaths, build_assets
 
-    return build_assets(str(tmp_path_factory.mktemp("assets")), seed=0)
+    return AssetPaths.from_dir(built_once(tmp_path_factory, "assets", lambda folder: build_assets(str(folder), seed=0)))
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +60,11 @@ def agent_sft_model(tiny_assets, ray_session, tmp_path_factory):
     from rlhf.config import load
     from rlhf.train import run_training
 
-    out = tmp_path_factory.mktemp("agent_sft")
     configs = os.path.join(os.path.dirname(__file__), "..", "configs")
-    run_training(load(os.path.join(configs, "agent_sft_tiny.yaml"), [
-        f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
-        f"trainer.output_dir={out}", "logging.progress=false", "trainer.save_steps=0"]))
-    return out / "final"
+
+    def train(out: Path) -> None:
+        run_training(load(os.path.join(configs, "agent_sft_tiny.yaml"), [
+            f"model.path={tiny_assets.policy}", f"data.train_path={tiny_assets.data / 'agent_sft_train.jsonl'}",
+            f"trainer.output_dir={out}", "logging.progress=false", "trainer.save_steps=0"]))
+
+    return built_once(tmp_path_factory, "agent_sft", train) / "final"
