@@ -8,7 +8,7 @@ import torch
 
 from actors.common import actor, node_ip, prepare_process, where_am_i
 from rlhf.algorithms.objectives import build_objective
-from rlhf.algorithms.sft_losses import sft_micro_batch_loss
+from rlhf.algorithms.sft_losses import reference_kl_micro_batch_loss, sft_micro_batch_loss
 from rlhf.config import Config
 from rlhf.data.batching import collate_sft
 from rlhf.data.pretrain_mix import ptx_examples, ptx_indices, read_ptx_lines
@@ -158,9 +158,9 @@ class TrainingActor:
             for index, micro in enumerate(micros):
                 loss, metrics = self.objective(module, micro)
                 if self.ptx_rows:
-                    ptx_loss = self._pretrain_mix_loss(module, step, index, len(micros))
+                    ptx_loss, ptx_metrics = self._pretrain_mix_loss(module, step, index, len(micros))
                     loss = loss + self.cfg.algorithm.ptx_coef * ptx_loss
-                    metrics = {**metrics, "ptx/loss": float(ptx_loss.detach())}
+                    metrics = {**metrics, **ptx_metrics}
                 applied = self.model.backward_step(loss)
                 skipped += applied is False
                 for k, v in metrics.items():
@@ -173,16 +173,36 @@ class TrainingActor:
         means[f"{self.role}/skipped_optimizer_steps"] = float(skipped)
         return TrainStats(means, count)
 
-    def _pretrain_mix_loss(self, module, step: int, local_index: int, local_micros: int) -> torch.Tensor:
-        """Next-token loss on this micro-batch's pre-training rows; which rows depends on its place in the
-        global mini-batch, not on the replica count (rlhf.data.pretrain_mix)."""
+    def _pretrain_mix_loss(self, module, step: int, local_index: int,
+                           local_micros: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss on this micro-batch's pre-training rows (their next tokens, or the reference's predictions
+        on them: `algorithm.ptx_target`) and its metric; which rows depends on the micro-batch's place in
+        the global mini-batch, not on the replica count (rlhf.data.pretrain_mix)."""
         rows = ptx_indices(len(self.ptx_rows), self.cfg.trainer.seed, step,
                            self.rank * local_micros + local_index, self.world_size * local_micros,
                            self.cfg.trainer.micro_batch_size)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         batch = collate_sft([[self.ptx_rows[i]] for i in rows], pad).to(self.device)
+        if self.cfg.algorithm.ptx_target == "reference":
+            return reference_kl_micro_batch_loss(module, lambda: self._frozen_reference(module), batch)
         loss, _ = sft_micro_batch_loss(module, batch)
-        return loss
+        return loss, {"ptx/loss": float(loss.detach())}
+
+    @contextlib.contextmanager
+    def _frozen_reference(self, module):
+        """The reference model, in eval mode (no dropout): this replica's copy, else the policy with its
+        adapters disabled."""
+        if self.reference_model is not None:
+            self.reference_model.eval()
+            yield self.reference_model
+            return
+        was_training = module.training
+        module.eval()
+        try:
+            with adapters_disabled(module):
+                yield module
+        finally:
+            module.train(was_training)
 
     @torch.no_grad()
     def evaluate(self, batch) -> TrainStats:

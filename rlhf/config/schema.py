@@ -320,6 +320,9 @@ class DPOConfig:
         return self.loss_type != "simpo"
 
 
+PTX_TARGETS = ("data", "reference")
+"""`algorithm.ptx_target`: what the pre-training mix's rows are fitted to."""
+
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 """Per-token divergences of the distill mode (rlhf/losses/distill.py)."""
 
@@ -385,6 +388,12 @@ class AlgorithmConfig:
     ptx_coef: float = 0.0
     """Weight of the pre-training mix (data.ptx_path) in every policy update: loss + ptx_coef * its
     next-token loss (InstructGPT's PPO-ptx; any mode that trains the policy). 0: off."""
+    ptx_target: str = "data"
+    """What the pre-training mix's rows are fitted to: `data`, their own next tokens (PPO-ptx), or
+    `reference`, the reference (starting) model's next-token distributions on them: KL(reference ||
+    policy), which holds the policy where it started on such text and cannot memorise a small corpus.
+    `reference` needs that model in the policy's process: LoRA or IA3 adapters (with them off the policy is
+    its starting model) or ray.reference_in_policy."""
     old_logprobs: str = "auto"
     """Where PPO's old log-probs (ratio denominator, KL penalty) come from: `recompute` (a policy
     forward over the batch, and the engine/trainer gap is logged as rollout/logprob_abs_diff),
@@ -431,6 +440,7 @@ class AlgorithmConfig:
         _check(self.ppo_epochs >= 1, "algorithm.ppo_epochs", "must be >= 1")
         _check(self.entropy_coef >= 0, "algorithm.entropy_coef", "must be >= 0")
         _check(self.ptx_coef >= 0, "algorithm.ptx_coef", "must be >= 0")
+        _one_of(self.ptx_target, PTX_TARGETS, "algorithm.ptx_target")
         _one_of(self.old_logprobs, ("auto", "recompute", "rollout"), "algorithm.old_logprobs")
         from rlhf.losses import IS_MODES, LOSS_AGG_MODES, RATIO_LEVELS
 
@@ -801,6 +811,15 @@ class Config:
             _check(bool(self.data.ptx_path), "data.ptx_path", "is required when algorithm.ptx_coef > 0")
             _check("policy" in SPECS[self.algorithm.name].trained, "algorithm.ptx_coef",
                    f"mixes pre-training text into the policy's updates; {self.algorithm.name} trains no policy")
+            if self.algorithm.ptx_target == "reference":
+                from rlhf.modes.reference import reference_copy_in_policy
+
+                # Virtual-token methods change the inputs, not the weights: no adapter-free forward to anchor to.
+                adapters_off_is_reference = (self.model.peft_method in ("lora", "ia3")
+                                             and self.model.reference_path in (None, self.model.path))
+                _check(adapters_off_is_reference or reference_copy_in_policy(self), "algorithm.ptx_target",
+                       "'reference' needs the reference model in the policy's process: train LoRA or IA3 "
+                       "adapters (model.reference_path unset) or set ray.reference_in_policy=true")
         else:
             _check(not self.data.ptx_path, "data.ptx_path",
                    "is set but algorithm.ptx_coef is 0, so it would not be used: set algorithm.ptx_coef > 0")

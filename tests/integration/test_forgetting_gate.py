@@ -162,3 +162,25 @@ def test_ppo_logs_held_out_reward_and_the_general_probe(tiny_assets, ray_session
         drop = max(0.0, 1 - start["eval/general/perplexity"] / r["eval/general/perplexity"])
         assert r["eval/general/drop"] == pytest.approx(drop, abs=1e-9)
     assert summary["evaluation"]["target"] == "eval/reward/mean" and summary["evaluation"]["gate"] == "ok"
+
+
+def test_a_mix_anchored_to_the_reference_holds_general_text_the_task_alone_destroys(tiny_assets, ray_session, tmp_path):
+    # LoRA SFT of the base on the letters task at a harmful rate, without a pre-training mix and with the
+    # corpus anchored to the reference (here the base: the policy with its adapters off). Measured: held-out
+    # perplexity 52 -> 215 without, 52 -> 55 anchored, at the same task loss.
+    rows = {}
+    for name, mix in (("alone", []), ("anchored", [f"data.ptx_path={tiny_assets.data / 'pretrain_corpus.txt'}",
+                                                    "algorithm.ptx_coef=5", "algorithm.ptx_target=reference"])):
+        cfg = gate_config(tiny_assets, tmp_path / name, "model.lora.rank=8", "model.lora.alpha=16",
+                          "trainer.learning_rate=0.01", "trainer.steps=20", "eval.every_steps=20",
+                          "eval.on_general_drop=warn", *mix)
+        run_training(cfg)
+        rows[name] = read_metrics(cfg.trainer.output_dir)
+    alone, anchored = rows["alone"], rows["anchored"]
+    # Adapters start at zero: at the first step the policy is its reference and the anchor costs nothing.
+    assert anchored[1]["ptx/reference_kl"] < 1e-6 < anchored[-1]["ptx/reference_kl"], anchored
+    assert "ptx/loss" not in anchored[1]
+    for run in (alone, anchored):  # both learn the task
+        assert run[-1]["eval/sft/loss"] < 0.5 * run[0]["eval/sft/loss"], run[-1]
+    ppl = {k: (r[0]["eval/general/perplexity"], r[-1]["eval/general/perplexity"]) for k, r in rows.items()}
+    assert ppl["alone"][1] > 2 * ppl["alone"][0] and ppl["anchored"][1] < 1.15 * ppl["anchored"][0], ppl

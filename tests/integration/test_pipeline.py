@@ -194,14 +194,15 @@ def test_shipped_pipelines_pass_every_check_on_the_built_assets(name, tiny_asset
     file = os.path.join("configs", name)
     plans = {p.name: p for p in check_pipeline(parse_pipeline(yaml.safe_load(open(file)), file), {}, file)}
     rl = plans["ppo"].cfg
-    assert rl.eval.task_reward == "rlhf.tasks:letter_reward" and rl.eval.max_general_drop is not None
+    assert rl.eval.task_reward == "rlhf.tasks:letter_reward" and rl.eval.max_general_drop == 0.05
+    # SFT trains adapters; RL starts from its merged model; both anchor the pre-training mix to their reference.
+    assert plans["sft"].cfg.model.peft_method == "lora" and rl.model.path.endswith(os.path.join("sft", "final", "merged"))
+    assert plans["sft"].cfg.algorithm.ptx_target == rl.algorithm.ptx_target == "reference"
     # Human feedback (a reward model trained by the rm stage) against AI feedback (the judge): one key apart.
     if name in ("pipeline_tiny.yaml", "pipeline_lora_tiny.yaml"):
         assert list(plans) == ["sft", "rm", "ppo"] and rl.reward.source == "model"
         assert plans["ppo"].references == {"model.path": "sft", "model.reward_path": "rm"}
-        if name == "pipeline_lora_tiny.yaml":  # adapters on both policy stages; PPO starts from SFT's merged model
-            assert plans["sft"].cfg.model.peft_method == "lora" and rl.model.peft_method == "lora"
-            assert rl.model.path.endswith(os.path.join("sft", "final", "merged"))
+        assert rl.model.peft_method == ("lora" if name == "pipeline_lora_tiny.yaml" else None)
     else:
         assert list(plans) == ["sft", "ppo"] and rl.reward.source == "judge"
         assert plans["ppo"].references == {"model.path": "sft"}

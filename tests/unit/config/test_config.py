@@ -166,6 +166,16 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         (["algorithm.name=rm", "algorithm.ptx_coef=1", "data.ptx_path=/c.txt"], "algorithm.ptx_coef: mixes pre-training"),
         (["algorithm.name=sft", "algorithm.ptx_coef=-1"], "algorithm.ptx_coef: must be >= 0"),
         (["algorithm.name=sft", "data.ptx_max_tokens=1"], "data.ptx_max_tokens: must be >= 2"),
+        (["algorithm.name=sft", "algorithm.ptx_target=teacher"], "algorithm.ptx_target: must be one of data, reference"),
+        # Anchoring the mix to the reference needs that model in the policy's process.
+        (["algorithm.name=sft", "algorithm.ptx_coef=1", "data.ptx_path=/c.txt", "algorithm.ptx_target=reference"],
+         "algorithm.ptx_target: 'reference' needs the reference model in the policy's process"),
+        (["algorithm.ptx_coef=1", "data.ptx_path=/c.txt", "algorithm.ptx_target=reference"],
+         "algorithm.ptx_target: 'reference' needs"),
+        (["algorithm.ptx_coef=1", "data.ptx_path=/c.txt", "algorithm.ptx_target=reference", "model.lora.rank=8",
+          "model.lora.fold_reference=false", "model.reference_path=/other"], "algorithm.ptx_target: 'reference' needs"),
+        (["algorithm.name=sft", "algorithm.ptx_coef=1", "data.ptx_path=/c.txt", "algorithm.ptx_target=reference",
+          "model.peft.type=prompt_tuning"], "algorithm.ptx_target: 'reference' needs"),
         (["algorithm.name=dpo", "model.lora.rank=8", "model.reference_path=/other"],
          "model.reference_path: must be unset with model.lora.fold_reference"),
         # Other PEFT methods: one method at a time, each mode only where it can work.
@@ -222,3 +232,10 @@ def test_async_generation_only_for_ppo_and_not_with_sleeping_engines():
         load(None, base + ["algorithm.name=rlaif", "reward.source=function"])
     with pytest.raises(ConfigError, match="rollout.async_generation.*colocate"):
         load(None, base + ["ray.colocate=true", "ray.rollout.num_gpus=1"])
+
+
+def test_the_mix_anchors_to_the_reference_where_the_policy_holds_it():
+    mix = ["algorithm.ptx_coef=1", "data.ptx_path=/c.txt", "algorithm.ptx_target=reference"]
+    assert load(None, BASE + mix + ["algorithm.name=sft", "model.lora.rank=8"]).algorithm.ptx_target == "reference"
+    assert load(None, BASE + mix + ["model.lora.rank=8"]).algorithm.ptx_target == "reference"
+    assert load(None, BASE + mix + ["ray.reference_in_policy=true"]).algorithm.ptx_target == "reference"
