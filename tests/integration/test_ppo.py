@@ -123,6 +123,21 @@ def test_adaptive_kl_grows_the_coefficient_when_kl_exceeds_the_target(tiny_asset
     assert metrics[-1]["kl/coef"] > cfg.algorithm.kl.init_coef
 
 
+def test_the_mix_anchored_to_the_replicas_reference_copy_starts_at_zero_and_grows(tiny_assets, ray_session, tmp_path):
+    """`algorithm.ptx_target: reference` with `ray.reference_in_policy`: the anchor is the policy replica's
+    frozen copy of the reference. One optimizer step per PPO step (one epoch, one mini-batch), so every
+    micro-batch of step 1 sees the untrained policy, equal to that copy: KL 0; after updates it is not."""
+    cfg = tiny_config(tiny_assets, tmp_path, "trainer.steps=3", "trainer.save_steps=0", "ray.policy.replicas=1",
+                      "trainer.save_hf_model=false", "ray.reference_in_policy=true", "algorithm.ppo_epochs=1",
+                      "trainer.mini_batch_size=64", f"data.ptx_path={tiny_assets.data / 'pretrain_corpus.txt'}",
+                      "algorithm.ptx_coef=1", "algorithm.ptx_target=reference")
+    run_training(cfg)
+    anchor = [m["ptx/reference_kl"] for m in read_metrics(str(tmp_path))]
+    assert anchor[0] < 1e-6 and all(v > 1e-5 for v in anchor[1:]), anchor
+    with open(tmp_path / "placement.json") as fh:
+        assert "reference" not in json.load(fh)  # the copy is the policy's: no reference group
+
+
 def test_rollout_logprobs_match_policy_after_weight_push(ppo_run):
     _, _, metrics = ppo_run
     # Step 1 samples from the start weights; every later step from weights pushed by the policy.
