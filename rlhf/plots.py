@@ -44,7 +44,7 @@ GROUPS: tuple[Group, ...] = (
     Group("kl", "KL to the reference and its coefficient", lambda k: k.startswith("kl/")),
     Group("losses", "Losses", lambda k: _train(k) and k.endswith("/loss")),
     Group("response_length", "Response length (tokens)", lambda k: k.startswith("response_length/")),
-    Group("eval", "Held-out evaluation", lambda k: k.startswith("eval/")),
+    Group("eval", "Held-out evaluation", lambda k: k.startswith("eval/") and k != "eval/samples"),  # a count
 )
 
 

@@ -225,8 +225,8 @@ class DistillMode:
                          stateful=(role, "env"))
             start = time.perf_counter()
             rollout = rt.phase("evaluate", lambda: phases.generate(
-                cfg, groups[role], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-                policy_version=step, env=groups.get("env")), stateful=(role, "env"))
+                cfg, groups[role], self.tokenizer, self.eval_prompts, cfg.eval.samples_per_prompt,
+                seed=eval_seed(cfg.trainer.seed), policy_version=step, env=groups.get("env")), stateful=(role, "env"))
             seconds = time.perf_counter() - start
             answers[who] = rollout
             metrics[f"eval/{who}/tokens_per_s"] = float(rollout.response_mask.sum()) / seconds

@@ -241,26 +241,29 @@ class PPOMode:
         return phases.train_groups(self.runtime.groups, {role: mini_batches for role in self.trained_roles()})
 
     def evaluate(self) -> dict:
-        """Held-out reward: one seeded sample (or episode) per eval prompt, clipped like training's."""
+        """Held-out reward: `eval.samples_per_prompt` seeded samples (or episodes) per eval prompt, clipped like
+        training's; `eval/samples` counts them."""
         cfg, rt, metrics = self.cfg, self.runtime, {}
         groups = rt.groups
         self.schedule.settle()  # early episodes use the same environment keys and engines
-        if cfg.rollout.env:  # multi-turn: one seeded episode per eval prompt
+        if cfg.rollout.env:  # multi-turn: seeded episodes
             rollout = rt.phase("evaluate", lambda: phases.generate(
-                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-                policy_version=rt.step, env=groups["env"]), stateful=("rollout", "env"))
+                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, cfg.eval.samples_per_prompt,
+                seed=eval_seed(cfg.trainer.seed), policy_version=rt.step, env=groups["env"]),
+                stateful=("rollout", "env"))
             source = (rt.phase("evaluate", lambda: phases.score(groups["reward"], rollout, None), stateful=("reward",))
                       if uses_reward_source(cfg.rollout) else None)
             scores = phases.clipped(with_episode_rewards(cfg.rollout, rollout, source), cfg.reward.clip)
             metrics.update({f"eval/{k}": v for k, v in rollout.episodes.metrics.items()})
         else:
             rollout = rt.phase("evaluate", lambda: phases.generate(
-                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-                policy_version=rt.step), stateful=("rollout",))
+                cfg, groups["rollout"], self.tokenizer, self.eval_prompts, cfg.eval.samples_per_prompt,
+                seed=eval_seed(cfg.trainer.seed), policy_version=rt.step), stateful=("rollout",))
             scores = rt.phase("evaluate", lambda: phases.score(groups["reward"], rollout, cfg.reward.clip),
                               stateful=("reward",))
         finite = scores[torch.isfinite(scores)]
         metrics["eval/reward/mean"] = float(finite.mean()) if len(finite) else float("nan")
+        metrics["eval/samples"] = len(scores)
         if self.task_reward:
             metrics.update(self.task_reward.metrics(rollout.prompts, rollout.responses, rollout.columns))
         return metrics

@@ -157,11 +157,12 @@ class RLAIFMode:
         return StepOutput(metrics, samples=(rollout.prompts[:k], rollout.responses[:k], scores[:k].tolist()))
 
     def evaluate(self) -> dict:
-        """One sample per held-out prompt from the current weights, scored against the start's samples."""
+        """`eval.samples_per_prompt` samples per held-out prompt from the current weights, scored against the
+        start's samples."""
         cfg, rt = self.cfg, self.runtime
         rollout = rt.phase("evaluate", lambda: phases.generate(
-            cfg, rt.groups["rollout"], self.tokenizer, self.eval_prompts, 1, seed=eval_seed(cfg.trainer.seed),
-            policy_version=rt.step), stateful=("rollout",))
+            cfg, rt.groups["rollout"], self.tokenizer, self.eval_prompts, cfg.eval.samples_per_prompt,
+            seed=eval_seed(cfg.trainer.seed), policy_version=rt.step), stateful=("rollout",))
         scores = rt.phase("evaluate", lambda: phases.score(rt.groups["reward"], rollout, cfg.reward.clip),
                           stateful=("reward",)).tolist()
         if self.baseline_scores is None:
@@ -170,6 +171,7 @@ class RLAIFMode:
         metrics = {
             "eval/win_rate": win_rate(scores, self.baseline_scores),
             "eval/reward/mean": sum(finite) / len(finite) if finite else float("nan"),
+            "eval/samples": len(scores),
         }
         if self.task_reward:
             metrics.update(self.task_reward.metrics(rollout.prompts, rollout.responses, rollout.columns))

@@ -148,11 +148,13 @@ def test_ppo_logs_held_out_reward_and_the_general_probe(tiny_assets, ray_session
         f"data.eval_path={data / 'task_eval.jsonl'}", f"eval.general_text_path={data / 'general_eval.txt'}",
         f"trainer.output_dir={tmp_path}", "trainer.steps=4", "eval.every_steps=2", "algorithm.advantage=grpo",
         "ray.policy.replicas=1", "ray.reference_in_policy=true", "logging.progress=false",
+        "eval.samples_per_prompt=2",
     ])
     summary = run_training(cfg)
     rows = read_metrics(str(tmp_path))
     evaluated = [r for r in rows if "eval/reward/mean" in r]
     assert [r["step"] for r in evaluated] == [0, 2, 4]
+    assert all(r["eval/samples"] == 2 * 48 for r in evaluated)  # two samples of each held-out prompt
     start = evaluated[0]
     for r in evaluated:
         # Both are measured from the step-0 evaluation: the gain is the held-out reward's relative change,

@@ -31,7 +31,7 @@ def test_keys_are_grouped_by_what_they_measure():
 
 
 def test_mode_and_eval_keys_and_a_rewritten_step():
-    records = [{"step": 0, "eval/sft/loss": 6.0, "eval/rewards/accuracy": 0.0},
+    records = [{"step": 0, "eval/sft/loss": 6.0, "eval/rewards/accuracy": 0.0, "eval/samples": 48},  # a count: no panel
                {"step": 1, "sft/loss": 5.0, "rewards/margin": 0.1, "dpo/loss": 0.69},
                {"step": 1, "sft/loss": 4.0},  # a resumed run logged step 1 again: the last value counts
                {"step": 2, "sft/loss": 3.0, "eval/sft/loss": 2.5}]

@@ -153,6 +153,8 @@ def test_reward_sources_switch_by_one_key_and_are_checked():
         (["algorithm.name=sft", "eval.general_text_path=/no/such.txt"], "eval.general_text_path: '/no/such.txt' is not"),
         (["algorithm.name=sft", "eval.general_checker=nocolon"], "eval.general_checker: must look like module:function"),
         (["eval.task_reward=nocolon"], "eval.task_reward: must look like module:function"),
+        (["eval.samples_per_prompt=0"], "eval.samples_per_prompt: must be >= 1"),
+        (["algorithm.name=dpo", "eval.samples_per_prompt=4"], "eval.samples_per_prompt: is for modes that generate"),
         (["algorithm.name=sft", "eval.task_reward=rlhf.tasks:letter_reward"], "eval.task_reward: scores generated"),
         (["eval.task_reward=rlhf.tasks:letter_reward"], "eval.task_reward: needs held-out prompts"),
         (["algorithm.name=sft", "eval.general_baseline.perplexity=52"], "eval.general_baseline: needs a general-ability"),
