@@ -14,7 +14,8 @@ from rlhf.data.batching import collate_sft
 from rlhf.data.pretrain_mix import ptx_examples, ptx_indices, read_ptx_lines
 from rlhf.evaluation.probe import run_probe
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
-from rlhf.models.adapters import adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes
+from rlhf.models.adapters import (adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes,
+                                  is_peft)
 from rlhf.models.loading import load_causal_lm, load_reference_model, load_tokenizer, load_value_model
 from rlhf.models.weight_sources import manifest, weight_sources
 from rlhf.modes.reference import reference_copy_in_policy
@@ -196,6 +197,8 @@ class TrainingActor:
             self.reference_model.eval()
             yield self.reference_model
             return
+        if not is_peft(module):  # the config checks rule this out; never anchor the policy to itself
+            raise RuntimeError("algorithm.ptx_target: reference, but this policy process holds no reference model")
         was_training = module.training
         module.eval()
         try:

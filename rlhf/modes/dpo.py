@@ -28,7 +28,7 @@ from rlhf.data.examples import PreferenceExample, check_context, load_preference
 from rlhf.data.prompts import PromptSampler, prompt_tokenizer
 from rlhf.models.loading import context_limit
 from rlhf.modes.phases import evaluate_on, padded_size, preference_reference_logps, train_on
-from rlhf.modes.reference import reference_copy_in_policy, reference_served_by_policy
+from rlhf.modes.reference import mix_anchored_to_reference, reference_copy_in_policy, reference_served_by_policy
 from rlhf.modes.runtime import Runtime, StepOutput
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class DPOMode:
             if self.eval_pairs:
                 self.eval_ref = self.runtime.phase("reference", lambda: self._precompute(self.eval_pairs))
             self.runtime.release("reference")
-            if reference_copy_in_policy(self.cfg):
+            if reference_copy_in_policy(self.cfg) and not mix_anchored_to_reference(self.cfg):
                 get_fail_fast(self.runtime.groups["policy"].call("release_reference"))
         self.precomputed = True
 

@@ -33,3 +33,9 @@ def reference_copy_in_policy(cfg: Config) -> bool:
 def reference_served_by_policy(cfg: Config) -> bool:
     """The policy group answers `forward_reference` (folded, or holding a copy): no reference group starts."""
     return reference_is_folded(cfg) or reference_copy_in_policy(cfg)
+
+
+def mix_anchored_to_reference(cfg: Config) -> bool:
+    """The pre-training mix is anchored to the reference (`algorithm.ptx_target: reference`): the policy's
+    process keeps its reference for as long as it trains (DPO does not drop its copy after precomputing)."""
+    return cfg.algorithm.ptx_coef > 0 and cfg.algorithm.ptx_target == "reference"

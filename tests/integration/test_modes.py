@@ -141,6 +141,18 @@ def test_dpo_reward_accuracy_and_margin_rise(tiny_assets, ray_session, tmp_path)
                            tmp_path)
 
 
+def test_dpo_keeps_its_reference_copy_for_a_mix_anchored_to_it(tiny_assets, ray_session, tmp_path):
+    # dpo_tiny's replicas drop their reference copies once its log-probs are precomputed; a pre-training mix
+    # anchored to the reference keeps them. One optimizer step per DPO step: step 1 trains the untrained
+    # policy, equal to its reference (anchor 0); later steps are measured against the reference, not the policy.
+    cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
+                      "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=4", "ray.policy.replicas=1",
+                      "data.ptx_path=DATA/pretrain_corpus.txt", "algorithm.ptx_coef=1", "algorithm.ptx_target=reference")
+    _, rows = run(cfg)
+    anchor = [r["ptx/reference_kl"] for r in rows[1:]]
+    assert anchor[0] < 1e-6 and all(v > 1e-6 for v in anchor[1:]), anchor
+
+
 def test_simpo_runs_without_a_reference_group(tiny_assets, ray_session, tmp_path):
     cfg = mode_config("dpo", tiny_assets, tmp_path, "data.train_path=DATA/prefs_train.jsonl",
                       "data.eval_path=DATA/prefs_eval.jsonl", "trainer.steps=10", "algorithm.dpo.loss_type=simpo",
