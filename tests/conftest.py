@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,9 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
+            # A worker whose build failed part-way left a partial folder: start afresh, so that this worker's
+            # error (if it fails too) is the build's own, not a confusing one about what the last one left.
+            shutil.rmtree(folder, ignore_errors=True)
             build(folder)
             done.touch()
     return folder
