@@ -18,7 +18,7 @@ from rlhf.models.adapters import (adapter_parameter_bytes, adapters_disabled, ap
                                   is_peft)
 from rlhf.models.loading import load_causal_lm, load_reference_model, load_tokenizer, load_value_model
 from rlhf.models.weight_sources import manifest, weight_sources
-from rlhf.modes.reference import reference_copy_in_policy
+from rlhf.modes.reference import mix_anchored_to_reference, reference_copy_in_policy
 from rlhf.records import TrainStats
 from rlhf.rollout.sync_group import SyncGroup, plan_spec_buckets
 from rlhf.rollout.sync_group import SyncSettings
@@ -127,9 +127,7 @@ class TrainingActor:
                           trim: bool = True) -> torch.Tensor:
         """Reference log-probs [B, R]: from this replica's copy of the reference (`ray.reference_in_policy`),
         else from the policy with its adapters disabled (the starting model)."""
-        module = self.reference_model if self.reference_model is not None else self.model.module
-        module.eval()
-        with adapters_disabled(module) if self.reference_model is None else contextlib.nullcontext():
+        with self._frozen_reference() as module:
             return response_forward(lambda seq, attn, plen: policy_logprobs(module, seq, attn, plen)[0],
                                     self.cfg.trainer.micro_batch_size, sequences.to(self.device),
                                     attention_mask.to(self.device), prompt_len, trim)
@@ -184,21 +182,22 @@ class TrainingActor:
                            self.cfg.trainer.micro_batch_size)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         batch = collate_sft([[self.ptx_rows[i]] for i in rows], pad).to(self.device)
-        if self.cfg.algorithm.ptx_target == "reference":
-            return reference_kl_micro_batch_loss(module, lambda: self._frozen_reference(module), batch)
+        if mix_anchored_to_reference(self.cfg):
+            return reference_kl_micro_batch_loss(module, self._frozen_reference, batch)
         loss, _ = sft_micro_batch_loss(module, batch)
         return loss, {"ptx/loss": float(loss.detach())}
 
     @contextlib.contextmanager
-    def _frozen_reference(self, module):
-        """The reference model, in eval mode (no dropout): this replica's copy, else the policy with its
-        adapters disabled."""
+    def _frozen_reference(self):
+        """The reference model, in eval mode (no dropout): this replica's copy (`ray.reference_in_policy`),
+        else the policy with its adapters disabled (the starting model); the policy's mode is restored."""
         if self.reference_model is not None:
             self.reference_model.eval()
             yield self.reference_model
             return
-        if not is_peft(module):  # the config checks rule this out; never anchor the policy to itself
-            raise RuntimeError("algorithm.ptx_target: reference, but this policy process holds no reference model")
+        module = self.model.module
+        if not is_peft(module):  # the config checks rule this out; never take the policy for its own reference
+            raise RuntimeError("this policy process holds no reference model (no copy, no adapters to disable)")
         was_training = module.training
         module.eval()
         try:
