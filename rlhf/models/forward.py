@@ -12,6 +12,7 @@ import torch
 
 from rlhf.logprobs import position_ids_from_attention_mask, response_logprobs
 from rlhf.losses import entropy_from_logits
+from rlhf.models.attention import attention_for_width
 from rlhf.models.virtual_tokens import lm_logits
 
 if TYPE_CHECKING:  # annotations only: the driver imports this module through the actors' and needs no modeling code
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # annotations only: the driver imports this module through th
 
 def causal_lm_logits(model: PreTrainedModel, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T, V] logits with padding-aware position ids (prompt/prefix tuning's virtual tokens excluded)."""
-    return lm_logits(model, sequences, attention_mask, position_ids_from_attention_mask(attention_mask))
+    with attention_for_width(model, sequences.shape[1]):
+        return lm_logits(model, sequences, attention_mask, position_ids_from_attention_mask(attention_mask))
 
 
 def policy_logprobs(
@@ -62,12 +64,13 @@ def token_values(model: PreTrainedModel, sequences: torch.Tensor, attention_mask
     if hasattr(model, "get_base_model"):  # PEFT: the wrapped classifier, its layers carrying the adapters
         model = model.get_base_model()
     backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(
-        input_ids=sequences,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_attention_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
+    with attention_for_width(model, sequences.shape[1]):
+        hidden = backbone(
+            input_ids=sequences,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_attention_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
     return model.score(hidden).squeeze(-1).float()
 
 
