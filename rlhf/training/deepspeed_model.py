@@ -43,23 +43,29 @@ def deepspeed_config(
         "fp16": {"enabled": dtype == "float16"},
         "optimizer": {
             "type": "AdamW",
-            # torch's AdamW does the same math as the fused kernel, which needs CUDA (and, unless
-            # prebuilt, nvcc at run time); with offloaded states DeepSpeed uses its CPU Adam.
-            "params": {"lr": learning_rate, "weight_decay": weight_decay,
-                       "torch_adam": not (on_gpu and not offload_optimizer and fused_adam_builds())},
+            # torch's AdamW does the same math as DeepSpeed's fused kernel, which needs CUDA (and, unless
+            # prebuilt, nvcc at run time), and not offloaded optimizer states on the CPU. torch's own
+            # fused AdamW (CPU and CUDA) stepped the 50M model's weights in 35 ms against 93 ms unfused.
+            "params": {"lr": learning_rate, "weight_decay": weight_decay, **torch_adam_params(on_gpu, offload_optimizer)},
         },
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
 
 
+def torch_adam_params(on_gpu: bool, offload_optimizer: bool) -> dict:
+    """DeepSpeed's optimizer parameters that pick torch's AdamW (fused), unless its own kernel applies."""
+    if on_gpu and not offload_optimizer and fused_adam_builds():
+        return {"torch_adam": False}
+    return {"torch_adam": True, "fused": True}
+
+
 def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every entry of every tensor is finite. The largest |x| of a tensor is finite exactly when
-    all its entries are (NaN propagates through the max), and needs no boolean copy of each tensor: a
-    third of the time of `isfinite(t).all()` per tensor on the 50M model's gradients."""
-    if not tensors:
-        return True
-    return bool(torch.stack([m.float() for m in torch._foreach_norm(tensors, float("inf"))]).isfinite().all())
+    """Whether every entry of every tensor is finite. A tensor's smallest and largest entries are finite
+    exactly when all its entries are (NaN propagates through both), and finding them makes no boolean copy
+    of the tensor: 16 ms against 84 ms for `isfinite(t).all()` over the 50M model's bf16 gradients."""
+    extremes = [x.float() for t in tensors if t.numel() for x in torch.aminmax(t)]
+    return not extremes or bool(torch.stack(extremes).isfinite().all())
 
 
 def fused_adam_builds() -> bool:

@@ -23,7 +23,7 @@ def test_one_bad_entry_anywhere_is_found(dtype, bad):
 
 def test_finite_tensors_pass_even_near_the_largest_representable_value():
     grads = _grads(torch.bfloat16)
-    grads[0][3, 4] = torch.finfo(torch.bfloat16).max  # a sum or a 2-norm of these would overflow; the max does not
+    grads[0][3, 4] = torch.finfo(torch.bfloat16).max  # a sum or a 2-norm of these would overflow; min and max do not
     grads[0][5, 6] = -torch.finfo(torch.bfloat16).max
     assert all_finite(grads)
     assert all_finite(_grads())
@@ -35,3 +35,8 @@ def test_mixed_dtypes_are_checked_together():
     assert all_finite(grads)
     grads[1][0] = float("nan")
     assert not all_finite(grads)
+
+
+def test_empty_tensors_are_skipped():
+    assert all_finite([torch.empty(0), torch.ones(3)])
+    assert not all_finite([torch.empty(0, 4), torch.tensor([1.0, float("nan")])])
