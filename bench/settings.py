@@ -80,7 +80,10 @@ def make_settings(algo: str, size: str, precision: str, steps: int, assets_root:
 
 def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
     """The `rlhf train` config tree of the same run: one replica per group, each with every core
-    (phases mostly run one after another), the built-in engine as TRL's generation is HF generate."""
+    (phases mostly run one after another), the built-in engine as TRL's generation is HF generate.
+    PPO's policy and critic train at the same time, so they split the cores (bench/README.md, "The 50M
+    rows in bf16": their update took 3.2 s on one core each against 3.9 s on both cores each; one after
+    the other was slower than both)."""
     group = {"replicas": 1, "num_cpus": cpus}
     tree = {
         "model": {"path": s.model_path, "dtype": {"fp32": "float32", "bf16": "bfloat16"}[s.precision]},
@@ -99,6 +102,8 @@ def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
     if s.algo == "grpo":
         tree["algorithm"] = {"advantage": "grpo", "clip_eps": s.clip_eps, "ppo_epochs": s.ppo_epochs, "kl": kl}
     elif s.algo == "ppo":
+        for trained in ("policy", "critic"):
+            tree["ray"][trained]["num_cpus"] = max(1, cpus // 2)
         tree["algorithm"] = {"advantage": "gae", "gamma": s.gamma, "gae_lambda": s.gae_lambda,
                              "clip_eps": s.clip_eps, "value_clip_eps": s.clip_eps, "ppo_epochs": s.ppo_epochs,
                              "whiten_advantages": True, "kl": kl}

@@ -566,7 +566,8 @@ class TrainerConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     zero_stage: int = 2
-    """DeepSpeed ZeRO stage, 0 to 3."""
+    """DeepSpeed ZeRO stage, 0 to 3. ZeRO partitions across a group's replicas: with one replica per group
+    there is nothing to partition, and 0 skips ZeRO's copies (a 50M bf16 DPO step 1.57 s against 1.85 s at 2)."""
     seed: int = 0
     output_dir: str = "outputs/run"
     save_steps: int = 0

@@ -27,6 +27,8 @@ def test_ours_config_is_a_valid_run_of_the_same_shape(algo, size, tmp_path):
     assert cfg.rollout.max_new_tokens == s.max_new_tokens and cfg.rollout.engine == "builtin"
     assert cfg.algorithm.kl.controller == "fixed" and cfg.algorithm.kl.init_coef == s.kl_coef
     assert cfg.algorithm.uses_critic == (algo == "ppo")
+    # PPO's two trainers update at once: each gets half the cores; other groups run one phase at a time
+    assert cfg.ray.policy.num_cpus == (1 if algo == "ppo" else 2) and cfg.ray.rollout.num_cpus == 2
 
 
 def test_small_rows_generate_128_tokens():
