@@ -81,9 +81,9 @@ def make_settings(algo: str, size: str, precision: str, steps: int, assets_root:
 def ours_config(s: BenchSettings, output_dir: str, cpus: int) -> dict:
     """The `rlhf train` config tree of the same run: one replica per group, each with every core
     (phases mostly run one after another), the built-in engine as TRL's generation is HF generate.
-    PPO's policy and critic train at the same time, so they split the cores (bench/README.md, "The 50M
-    rows in bf16": their update took 3.2 s on one core each against 3.9 s on both cores each; one after
-    the other was slower than both)."""
+    PPO's policy and critic train at the same time, so they split the cores as in configs/ppo_tiny.yaml
+    (bench/README.md, "The 50M rows in bf16": their update took 4.0 s a step either way over three
+    repeats; one after the other was slower)."""
     group = {"replicas": 1, "num_cpus": cpus}
     tree = {
         "model": {"path": s.model_path, "dtype": {"fp32": "float32", "bf16": "bfloat16"}[s.precision]},
