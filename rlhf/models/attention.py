@@ -2,8 +2,8 @@
 
 Transformers loads our models with torch's scaled-dot-product attention (`sdpa`). On CPU in bf16 its
 flash-attention backward is slow on short rows: profiling a DPO step of the 50.7M model put half of
-the backward in it. A forward and backward of that model in bf16 (bench/README.md, "Eager attention for
-short rows on CPU") took 1.16 s with the eager kernel (plain matmuls and a softmax, which the CPU's
+the backward in it. A forward and backward of that model in bf16 (bench/README.md, "The 50M rows in
+bf16") took 1.16 s with the eager kernel (plain matmuls and a softmax, which the CPU's
 bf16 matrix units run) against 1.50 s with `sdpa` at 16 rows of 140 tokens, 0.67 s against 0.97 s at
 32 rows of 40; the two were even at 256 tokens and `sdpa` won from 384 on (eager's memory grows with
 the square of the width). Forwards without gradients, and float32 (4% apart), are left on `sdpa`.
