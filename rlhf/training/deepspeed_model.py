@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
+from rlhf.faults import all_finite
 from rlhf.models.adapters import is_peft, merged_state_dict
 from rlhf.models.weight_sources import WeightSource
 
@@ -51,14 +52,6 @@ def deepspeed_config(
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,
     }
-
-
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every entry of every tensor is finite. A tensor's smallest and largest entries are finite
-    exactly when all its entries are (NaN propagates through both), and finding them makes no boolean copy
-    of the tensor: 16 ms against 84 ms for `isfinite(t).all()` over the 50M model's bf16 gradients."""
-    extremes = [x.float() for t in tensors if t.numel() for x in torch.aminmax(t)]
-    return not extremes or bool(torch.stack(extremes).isfinite().all())
 
 
 def fused_adam_builds() -> bool:

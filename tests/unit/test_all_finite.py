@@ -1,10 +1,10 @@
-"""The no-ZeRO gradient check (rlhf/training/deepspeed_model.py: all_finite): NaN or inf anywhere in any tensor."""
+"""The no-ZeRO gradient check (rlhf/faults.py: all_finite): NaN or inf anywhere in any tensor."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rlhf.training.deepspeed_model import all_finite
+from rlhf.faults import all_finite
 
 
 def _grads(dtype=torch.float32):
