@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 
 QUIET_ENV = "RLHF_QUIET"
@@ -53,12 +54,10 @@ def install() -> None:
     for pattern in KNOWN_FUTURE_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # per-actor weight-loading bars
-    try:
+    if "transformers" in sys.modules or "huggingface_hub" in sys.modules:  # they read the variable at import
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def actor_env(verbose: bool) -> dict[str, str]:

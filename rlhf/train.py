@@ -50,8 +50,12 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
     if address:
         ray.init(address=address)
         return True
+    # Ray boots idle workers for the job's own environment when the driver connects; every actor here has
+    # its own (thread counts, quiet filters), so none could use one: they only took CPU from the actors'
+    # start (bench/README.md, "Start-up").
     ray.init(num_cpus=local_cpus(cfg, groups), include_dashboard=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+             _system_config={"prestart_worker_first_driver": False})
     return True
 
 

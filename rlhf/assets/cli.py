@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from collections.abc import Sequence
 
-from rlhf.assets.tokenizer import DEFAULT_VOCAB_SIZE
+from rlhf.assets.spec import DEFAULT_VOCAB_SIZE
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 # CPUAttentionBackend.get_supported_head_sizes); others fail at engine start-up.
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
+DEFAULT_VOCAB_SIZE = 512
+"""The BPE vocabulary the tiny tokenizer trains (`rlhf assets --vocab-size`)."""
+
 
 @dataclass(frozen=True)
 class TinyModelSpec:

@@ -40,6 +40,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from rlhf.assets.spec import DEFAULT_VOCAB_SIZE
+
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
@@ -50,7 +52,6 @@ END_TOKEN = "<|end|>"
 CHAT_MARKERS = (SYSTEM_TOKEN, USER_TOKEN, ASSISTANT_TOKEN, END_TOKEN)
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, *CHAT_MARKERS)
 
-DEFAULT_VOCAB_SIZE = 512
 # 256 byte symbols plus the special tokens: anything smaller cannot encode every input.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 

@@ -18,7 +18,6 @@ import tempfile
 from typing import Optional
 
 from rlhf.evaluation.scores import DROP, GAIN, GENERAL_KEYS, general_drop, target_gain
-from rlhf.evaluation.task_reward import target_metric
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +26,8 @@ def compare(mode: str, start: dict, model: dict, task_reward: Optional[str] = No
             general_baseline: Optional[dict[str, float]] = None) -> dict:
     """The report's changes of `model` against the starting model; general drops against `general_baseline`
     (`eval.general_baseline`: a pipeline's starting model) where given, as the run measured them."""
+    from rlhf.evaluation.task_reward import target_metric  # imports torch: not at `rlhf` start-up
+
     baseline = {GENERAL_KEYS[name]: value for name, value in (general_baseline or {}).items()}
     out = general_drop({**start, **baseline}, model)
     key, higher = target_metric(mode, task_reward)

@@ -19,3 +19,13 @@ def test_driver_modules_import_no_model_or_engine_code():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_command_line_parser_imports_no_torch_transformers_or_ray():
+    # `rlhf --help` and every subcommand's argument errors answer at once; a run imports these later, when
+    # it needs them (the config checks import torch, the tokenizer transformers, the start Ray).
+    code = ("import sys\nfrom rlhf.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('torch', 'transformers', 'ray') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
