@@ -26,7 +26,7 @@ def build_engine(kind: str, cfg: Config, rank: int, sleep_between_steps: bool, m
             dtype=cfg.rollout_dtype, seed=cfg.trainer.seed + rank, max_model_len=r.max_model_len,
             gpu_memory_utilization=r.gpu_memory_utilization, kv_cache_memory_mb=r.kv_cache_memory_mb,
             tensor_parallel_size=r.tensor_parallel_size, enable_sleep_mode=sleep_between_steps,
-            enforce_eager=r.enforce_eager,
+            enforce_eager=r.enforce_eager, engine_core_in_process=r.engine_core_in_process,
             trust_remote_code=cfg.model.trust_remote_code,
         )
         return VLLMEngine(path, settings)

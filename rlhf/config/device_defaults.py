@@ -35,6 +35,7 @@ def device_defaults(cfg: Config) -> dict[str, object]:
     return {
         "rollout.gpu_memory_utilization": memory,
         "rollout.enforce_eager": not engines_on_gpu,
+        "rollout.engine_core_in_process": not engines_on_gpu,
         "ray.collective_timeout_s": GPU_COLLECTIVE_TIMEOUT_S if trainers_on_gpu else CPU_COLLECTIVE_TIMEOUT_S,
         "trainer.zero_init": trainers_on_gpu and cfg.trainer.zero_stage == 3,
     }

@@ -32,6 +32,7 @@ class VLLMSettings:
     tensor_parallel_size: int = 1
     enable_sleep_mode: bool = False
     enforce_eager: bool = True
+    engine_core_in_process: bool = True
     trust_remote_code: bool = False
 
 
@@ -45,6 +46,15 @@ def cpu_thread_binding(cpus: list[int], tensor_parallel_size: int) -> str:
     per_rank = len(cpus) // tensor_parallel_size
     groups = [cpus[r * per_rank:(r + 1) * per_rank] for r in range(tensor_parallel_size)]
     return "|".join(",".join(str(c) for c in group) for group in groups)
+
+
+def executor_backend(settings: VLLMSettings) -> Optional[str]:
+    """Tensor-parallel ranks as processes inside this actor's bundle (it holds all of the engine's GPUs):
+    inside a placement group vLLM would pick its ray executor, which wants a bundle per GPU. One rank with
+    the engine core in process: the worker in this process too. Otherwise vLLM's choice."""
+    if settings.tensor_parallel_size > 1:
+        return "mp"
+    return "uni" if settings.engine_core_in_process else None
 
 
 def request_seed(seed: int, index: int) -> int:
@@ -68,6 +78,10 @@ class VLLMEngine:
         if settings.tensor_parallel_size > 1 and not _has_cuda() and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(sorted(os.sched_getaffinity(0)),
                                                                          settings.tensor_parallel_size)
+        if settings.engine_core_in_process:
+            # Read by vLLM when the engine is built: its core then runs in this process, and with one
+            # tensor-parallel rank so does the worker ("uni"), so no process busy-polls another for cores.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if settings.kv_cache_memory_mb is not None:
             # A fixed KV-cache size, independent of how much memory the host has.
             extra["kv_cache_memory_bytes"] = settings.kv_cache_memory_mb << 20
@@ -78,9 +92,7 @@ class VLLMEngine:
             max_model_len=settings.max_model_len,
             gpu_memory_utilization=settings.gpu_memory_utilization,
             tensor_parallel_size=settings.tensor_parallel_size,
-            # Tensor-parallel ranks as processes inside this actor's bundle (it holds all of the engine's
-            # GPUs): inside a placement group vLLM would pick its ray executor, which wants a bundle per GPU.
-            distributed_executor_backend="mp" if settings.tensor_parallel_size > 1 else None,
+            distributed_executor_backend=executor_backend(settings),
             enable_sleep_mode=settings.enable_sleep_mode,
             enforce_eager=settings.enforce_eager,
             trust_remote_code=settings.trust_remote_code,

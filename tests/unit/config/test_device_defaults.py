@@ -12,6 +12,7 @@ def test_cpu_run_keeps_the_cpu_values():
     cfg = load(None, BASE)
     assert cfg.rollout.gpu_memory_utilization == 0.15
     assert cfg.rollout.enforce_eager is True
+    assert cfg.rollout.engine_core_in_process is True
     assert cfg.ray.collective_timeout_s == 60.0
     assert cfg.trainer.zero_init is False
 
@@ -20,6 +21,7 @@ def test_gpu_run_gets_gpu_values():
     cfg = load(None, BASE + ["ray.policy.num_gpus=1", "ray.rollout.num_gpus=1", "trainer.zero_stage=3"])
     assert cfg.rollout.gpu_memory_utilization == 0.85
     assert cfg.rollout.enforce_eager is False
+    assert cfg.rollout.engine_core_in_process is False
     assert cfg.ray.collective_timeout_s == 1800.0
     assert cfg.trainer.zero_init is True
     colocated = load(None, BASE + ["ray.policy.num_gpus=0.5", "ray.rollout.num_gpus=0.5", "ray.colocate=true"])
