@@ -42,11 +42,14 @@ class Slot:
 class Placement:
     """Creates the placement groups for the groups in use and hands out a slot per replica."""
 
-    def __init__(self, ray_cfg: RayConfig, groups: list[str], env: Optional[dict[str, str]] = None) -> None:
-        """`env`: environment variables every actor starts with, besides `worker_env()`."""
+    def __init__(self, ray_cfg: RayConfig, groups: list[str], env: Optional[dict[str, str]] = None,
+                 group_env: Optional[dict[str, dict[str, str]]] = None) -> None:
+        """`env`: environment variables every actor starts with, besides `worker_env()`; `group_env`: more
+        for the actors of one group (group name -> variables)."""
         self.ray_cfg = ray_cfg
         self.groups = groups
         self.env = env or {}
+        self.group_env = group_env or {}
         self.pgs: list[PlacementGroup] = []
         self.slots: dict[str, list[Slot]] = {}
         if ray_cfg.colocate:
@@ -88,7 +91,7 @@ class Placement:
         options = {
             "num_cpus": group.num_cpus,
             "num_gpus": group.num_gpus,
-            "runtime_env": {"env_vars": {**worker_env(group.num_gpus), **self.env}},
+            "runtime_env": {"env_vars": {**worker_env(group.num_gpus), **self.env, **self.group_env.get(name, {})}},
             "resources": {group.node_resource: NODE_RESOURCE_SHARE} if group.node_resource else None,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=slot.pg, placement_group_bundle_index=slot.bundle_index

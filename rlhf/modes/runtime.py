@@ -32,6 +32,7 @@ from typing import Callable, Optional, TypeVar
 import ray
 import torch
 
+from actors.common import ENGINE_GROUPS, engine_group_env
 from actors.groups import ActorGroup, Placement
 from actors.supervisor import Supervisor, get_fail_fast
 from actors.trainer import TrainingActor
@@ -118,7 +119,10 @@ class Runtime:
         cfg = self.cfg
         self.resume = resume or cfg.trainer.resume == "auto"
         self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
-        self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose))
+        engine = getattr(self.mode, "engine", None)  # the modes that generate chose their engine kind
+        engine_env = engine_group_env(engine.name, bool(cfg.rollout.engine_core_in_process)) if engine else {}
+        self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose),
+                                   {name: engine_env for name in ENGINE_GROUPS})
         # Every constructor (imports, model loads, engine start) runs at once; only then do the trainers
         # meet in their process groups. Spawning group by group made start-up the sum of all of them.
         for role in self.mode.trained_roles():

@@ -77,3 +77,6 @@ def test_collective_sync_two_vllm_engines_zero3_and_an_engine_restart(tiny_asset
     for name, actors in placement.items():
         for where in actors:
             assert where["device"] == "cpu" and where["CUDA_VISIBLE_DEVICES"] == "", (name, where)
+            # vLLM's engine core runs in the rollout actors (the CPU default): their threads spin briefly.
+            spin = "20000" if name == "rollout" else None
+            assert where["thread_env"] == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": spin}, (name, where)
