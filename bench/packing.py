@@ -24,7 +24,9 @@ import time
 import torch
 
 from bench.rollout import ensure_assets
-from rlhf.data.batching import sft_attention_mask
+from rlhf.data.batching import collate_sft, sft_attention_mask
+from rlhf.data.examples import SFTExample
+from rlhf.losses.sft import IGNORE_INDEX
 
 
 def sequence_lengths(rows: int, max_new_tokens: int, seed: int = 0) -> list[int]:
@@ -43,23 +45,16 @@ def padded_layout(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def packed_layout(lengths: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows: list[list[int]] = []
+    rows: list[list[SFTExample]] = []
     for n in sorted(lengths, reverse=True):
-        home = next((row for row in rows if sum(row) + n <= width), None)
+        example = SFTExample(0, torch.randint(3, 500, (n,)).tolist(), [IGNORE_INDEX] * n)
+        home = next((row for row in rows if sum(len(ex.input_ids) for ex in row) + n <= width), None)
         if home is None:
-            rows.append([n])
+            rows.append([example])
         else:
-            home.append(n)
-    used = max(sum(row) for row in rows)
-    segments = torch.zeros(len(rows), used, dtype=torch.long)
-    positions = torch.zeros_like(segments)
-    for b, row in enumerate(rows):
-        start = 0
-        for segment, n in enumerate(row, start=1):
-            segments[b, start:start + n] = segment
-            positions[b, start:start + n] = torch.arange(n)
-            start += n
-    return torch.randint(3, 500, segments.shape), sft_attention_mask(segments), positions
+            home.append(example)
+    batch = collate_sft(rows, pad_id=0)  # SFT's packed layout: positions restart per example
+    return batch.input_ids, sft_attention_mask(batch.segment_ids), batch.position_ids
 
 
 def time_layout(model, layout, attention: str, repeats: int) -> float:
