@@ -1,10 +1,11 @@
 """A model inside a DeepSpeed ZeRO engine: optimizer steps, full-weight gathering, checkpoints."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from contextlib import nullcontext
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -94,6 +95,39 @@ def enable_gradient_checkpointing(module: torch.nn.Module) -> None:
         module.enable_input_require_grads()
 
 
+def compile_on_first_call() -> Callable[[Callable], Callable]:
+    """A `torch.compile` decorator that builds the compiled function when it is first called.
+
+    `torch.compile(fn)` loads `torch._inductor` as soon as it wraps `fn`, before any call.
+    """
+    def decorate(fn: Callable) -> Callable:
+        compiled: Optional[Callable] = None
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            nonlocal compiled
+            if compiled is None:
+                compiled = torch.compile(fn)
+            return compiled(*args, **kwargs)
+
+        return call
+
+    return decorate
+
+
+def defer_deepspeed_compiles() -> None:
+    """DeepSpeed's kernels decorated with its `compiler.compile()` are compiled on first use, not at import.
+
+    ZeRO's optimizer check and the ZeRO-1/2 gradient reduction import DeepSpeed's Muon optimizer only for an
+    `isinstance` test, and that module's decorators load `torch._inductor`: 0.9 s of CPU in every trainer
+    process at start-up (bench/README.md, "Start-up"), for an optimizer our configs never name. A Muon run
+    still compiles the same functions, at their first call. Call before DeepSpeed imports that module.
+    """
+    from deepspeed.runtime import compiler
+
+    compiler.compile = compile_on_first_call
+
+
 class DeepSpeedModel:
     """Owns the engine; callers compute losses on `self.module` and call `backward_step`."""
 
@@ -101,6 +135,7 @@ class DeepSpeedModel:
         import deepspeed
 
         self.zero_stage = ds_config["zero_optimization"]["stage"]
+        defer_deepspeed_compiles()
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config
         )
