@@ -24,15 +24,19 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "ppo_tiny.yaml
 
 
 def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
-    from actors.groups import Placement
+    from actors.common import engine_group_env
+    from actors.groups import ActorGroup, Placement
     from actors.rollout import RolloutActor
-    from rlhf.modes.runtime import kill_group, spawn_group, spawn_trainers
+    from rlhf.modes.runtime import setup_trainers, spawn_trainers
 
     cfg = load(CONFIG, [f"model.path={policy_path}", f"rollout.engine={engine}", "rollout.kv_cache_memory_mb=256",
                         "ray.policy.replicas=1", "ray.rollout.replicas=1", "logging.progress=false"])
-    placement = Placement(cfg.ray, ["policy", "rollout"])
+    # The engine's group starts as a run's does (vLLM's engine core in process spins its threads briefly).
+    placement = Placement(cfg.ray, ["policy", "rollout"],
+                          group_env={"rollout": engine_group_env(engine, bool(cfg.rollout.engine_core_in_process))})
     policy = spawn_trainers(cfg, placement, "policy")
-    engines = spawn_group(cfg, placement, "rollout", RolloutActor, engine, False)
+    engines = ActorGroup("rollout", [RolloutActor.options(**placement.options("rollout", 0)).remote(cfg, 0, engine)])
+    setup_trainers([policy])
     lines = []
     try:
         for path in ("object_store", "collective"):
@@ -50,8 +54,8 @@ def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
                          f"MB/s={sent / 2**20 / median:9.1f}")
             print(lines[-1], flush=True)
     finally:
-        kill_group(engines)
-        kill_group(policy)
+        for handle in (*engines.handles, *policy.handles):
+            ray.kill(handle, no_restart=True)
         placement.remove()
     return lines
 

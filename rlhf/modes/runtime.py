@@ -67,6 +67,21 @@ class StepOutput:
     """(prompts, responses, scores[, transcripts]) for samples.jsonl (transcripts: multi-turn episodes)."""
 
 
+def spawn_trainers(cfg: Config, placement: Placement, role: str) -> ActorGroup:
+    """Create the role's replicas (their constructors load the model); `setup_trainers` joins them up."""
+    world = getattr(cfg.ray, role).replicas
+    return ActorGroup(role, [TrainingActor.options(**placement.options(role, r)).remote(role, cfg, r, world)
+                             for r in range(world)])
+
+
+def setup_trainers(groups: list[ActorGroup]) -> None:
+    """Each role's process group and DeepSpeed engine, on every replica of every role at once."""
+    addresses: list = []
+    while len(set(addresses)) < len(groups):  # two roles on one host must not draw the same free port
+        addresses = [tuple(a) for a in get_fail_fast([group.handles[0].master_address.remote() for group in groups])]
+    get_fail_fast([ref for group, (addr, port) in zip(groups, addresses) for ref in group.call("setup", addr, port)])
+
+
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -126,10 +141,10 @@ class Runtime:
         # Every constructor (imports, model loads, engine start) runs at once; only then do the trainers
         # meet in their process groups. Spawning group by group made start-up the sum of all of them.
         for role in self.mode.trained_roles():
-            self.groups[role] = self._spawn_trainers(role)
+            self.groups[role] = spawn_trainers(cfg, self.placement, role)
         for name, (actor_cls, extra_args) in self.mode.frozen_groups().items():
             self.groups[name] = self._spawn(name, actor_cls, *extra_args)
-        self._setup_trainers([self.groups[role] for role in self.mode.trained_roles()])
+        setup_trainers([self.groups[role] for role in self.mode.trained_roles()])
         self.write_placement()
         report = get_fail_fast([self.groups[self.spec.trained[0]].handles[0].memory_report.remote()])[0]
         folded = reference_is_folded(cfg)
@@ -153,20 +168,6 @@ class Runtime:
         handles = [actor_cls.options(max_restarts=restarts, **self.placement.options(name, r)).remote(
                    self.cfg, r, *extra_args) for r in range(replicas)]
         return ActorGroup(name, handles)
-
-    def _spawn_trainers(self, role: str) -> ActorGroup:
-        """Create the replicas (their constructors load the model); `_setup_trainers` joins them up."""
-        world = getattr(self.cfg.ray, role).replicas
-        return ActorGroup(role, [TrainingActor.options(**self.placement.options(role, r)).remote(role, self.cfg, r, world)
-                                 for r in range(world)])
-
-    @staticmethod
-    def _setup_trainers(groups: list[ActorGroup]) -> None:
-        """Each role's process group and DeepSpeed engine, on every replica of every role at once."""
-        addresses: list = []
-        while len(set(addresses)) < len(groups):  # two roles on one host must not draw the same free port
-            addresses = [tuple(a) for a in get_fail_fast([group.handles[0].master_address.remote() for group in groups])]
-        get_fail_fast([ref for group, (addr, port) in zip(groups, addresses) for ref in group.call("setup", addr, port)])
 
     def write_placement(self) -> None:
         """Where every actor runs: placement.json, the supervisor's pid record, one log line per group."""

@@ -7,6 +7,7 @@ TRL would cost minutes of every CI run): without them it is skipped, saying so.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -83,3 +84,17 @@ def test_peft_memory_bench_trains_each_variant_with_the_right_trainable_share(ti
     assert qlora["trainable_m"] == pytest.approx(lora["trainable_m"])  # the same adapters on a 4-bit base
     for row in rows.values():
         assert row["peak_rss_mb"] > 0 and row["step_s"] > 0
+
+
+def test_weight_sync_bench_pushes_the_policy_through_both_paths(tiny_assets, ray_session):
+    """bench.weight_sync (issue 14's MB/s figures) on the tiny policy and the built-in engine."""
+    from bench.weight_sync import measure
+    from rlhf.models.loading import load_causal_lm
+
+    lines = measure(str(tiny_assets.policy), "builtin", repeats=1)
+    state_mb = sum(t.numel() * t.element_size() for t in load_causal_lm(str(tiny_assets.policy)).state_dict().values())
+    rows = [dict(re.findall(r"([\w/]+)=\s*(\S+)", line)) for line in lines]
+    assert [(row["engine"], row["path"]) for row in rows] == [("builtin", "object_store"), ("builtin", "collective")]
+    for fields in rows:
+        assert float(fields["MB"]) == pytest.approx(state_mb / 2**20, rel=0.05)  # the whole policy, each push
+        assert float(fields["MB/s"]) > 0
