@@ -5,13 +5,15 @@
 Drives the actor classes as plain objects (actors.common.actor: the GPU image has no Ray): the built-in
 engine generates; reference and reward-model forwards; policy training steps under ZeRO-2 and ZeRO-3,
 with LoRA and (with bitsandbytes) QLoRA; after each a collective weight push into the engine, then the
-engine/policy log-prob gap on fresh samples; the general probe. It asserts where every model and every
-returned tensor lives, and prints step times, push GB/s and peak GPU memory. `--device cpu` runs the
-same checks on CPU (float32), which is how the script itself is tested without a GPU.
+engine/policy log-prob gap on fresh samples; the general probe; a critic step; a DPO step. It asserts
+where every model and every returned tensor lives, and prints step times, push GB/s and peak GPU
+memory. `--device cpu` runs the same checks on CPU (float32): tests/integration/test_bench_smoke.py
+runs it that way, so the script keeps working between the sessions that have a GPU.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -23,9 +25,11 @@ from actors import frozen, rollout, trainer
 from actors import reward as reward_actor
 from actors.common import plain_class
 from rlhf.config import load
+from rlhf.data.batching import collate_preferences
+from rlhf.data.examples import load_preference_examples
 from rlhf.data.prompts import load_prompts
 from rlhf.evaluation.probe import GeneralProbe
-from rlhf.masked import masked_mean
+from rlhf.masked import masked_mean, masked_sum
 from rlhf.models.loading import load_tokenizer
 from rlhf.records import Experience
 from rlhf.rollout import SamplingSpec
@@ -36,6 +40,7 @@ from rlhf.training.distributed import free_port
 ReferenceActor, RewardActor = plain_class(frozen.ReferenceActor), plain_class(reward_actor.RewardActor)
 RolloutActor, TrainingActor = plain_class(rollout.RolloutActor), plain_class(trainer.TrainingActor)
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "ppo_tiny.yaml")
+DPO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "dpo_tiny.yaml")
 ROWS = 16
 
 
@@ -70,6 +75,7 @@ class Check:
         self.gap_limit = 1e-3 if args.dtype == "bfloat16" else 1e-4
         assets = os.path.abspath(args.assets)
         gpus = "1" if args.device == "cuda" else "0"
+        self.assets = assets
         self.overrides = [
             f"model.path={assets}/policy", f"model.reward_path={assets}/reward", f"model.dtype={args.dtype}",
             f"data.train_path={assets}/data/task_train.jsonl", "rollout.engine=builtin", "reward.source=model",
@@ -80,7 +86,7 @@ class Check:
         ]
         self.cfg = load(CONFIG, self.overrides)
         self.tokenizer = load_tokenizer(self.cfg.model.path)
-        prompts, _ = load_prompts(self.cfg.data.train_path, self.tokenizer, max_prompt_tokens=48)
+        prompts, _ = load_prompts(self.cfg.data.train_path, self.tokenizer, self.cfg.data)
         self.prompts = prompts[:ROWS // 4]
 
     def expect_device(self, name: str, actor, module) -> None:
@@ -118,6 +124,8 @@ class Check:
             print("--  QLoRA skipped: bitsandbytes is not installed")
         for step, (name, extra) in enumerate(variants, start=1):
             self.train_and_push(name, load(CONFIG, self.overrides + extra), engine, step)
+        self.critic_step(batch)
+        self.dpo_step(reference)
         if self.device == "cuda":
             print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
@@ -131,12 +139,7 @@ class Check:
         advantages = (torch.arange(len(batch), dtype=torch.float32) % 3 - 1).unsqueeze(1) * batch.response_mask
         experience = Experience(batch.sequences, batch.attention_mask, batch.response_mask, old, advantages,
                                 torch.zeros_like(advantages), None, batch.prompt_len)
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            stats = policy.train([experience])
-            times.append(time.perf_counter() - started)
-        on_cpu("policy.train", stats)
+        step_s, _ = self.train_three(policy, [experience])
         host, port = "127.0.0.1", free_port()
         manifest = policy.weight_manifest()
         both(lambda: policy.join_weight_sync(host, port, 2, "gloo", 300),
@@ -151,9 +154,61 @@ class Check:
         probe = GeneralProbe.from_config(cfg.eval, self.tokenizer)
         result = policy.general_probe(*probe.actor_args())
         on_cpu("policy.general_probe", result)
-        print(f"ok  {name}: step {sorted(times)[1]:.3f}s (median of 3), push {sent / 2**20:.1f} MB in {push_s:.3f}s "
+        print(f"ok  {name}: step {step_s:.3f}s (median of 3), push {sent / 2**20:.1f} MB in {push_s:.3f}s "
               f"({sent / 2**30 / push_s:.2f} GB/s, gloo), log-prob gap {gap:.2e}, probe nll/token "
               f"{result['nll'] / max(result['tokens'], 1):.3f}")
+
+
+    def train_three(self, trained, records: list) -> tuple[float, dict]:
+        """Median seconds of three optimizer steps on `records`, and the first step's metrics (every
+        returned value must be on the CPU)."""
+        times, first = [], None
+        for _ in range(3):
+            started = time.perf_counter()
+            stats = trained.train(records)
+            times.append(time.perf_counter() - started)
+            on_cpu(f"{trained.role}.train", stats)
+            first = first or stats.values
+        return sorted(times)[1], first
+
+    def critic_step(self, batch) -> None:
+        critic = TrainingActor("critic", load(CONFIG, self.overrides + ["trainer.zero_stage=2"]), 0, 1)
+        critic.setup("127.0.0.1", free_port())
+        self.expect_device("critic ZeRO-2", critic, critic.model.module)
+        values = critic.forward(batch.sequences, batch.attention_mask, batch.prompt_len)
+        on_cpu("critic.forward", values)
+        returns = torch.ones_like(values) * batch.response_mask
+        experience = Experience(batch.sequences, batch.attention_mask, batch.response_mask, torch.zeros_like(values),
+                                torch.zeros_like(values), returns, values, batch.prompt_len)
+        step_s, _ = self.train_three(critic, [experience])
+        after = critic.forward(batch.sequences, batch.attention_mask, batch.prompt_len)
+        moved = float(masked_mean((after - values).abs(), batch.response_mask))
+        assert 0 < moved < float("inf"), f"critic: values moved by {moved} in three steps"
+        print(f"ok  critic: step {step_s:.3f}s (median of 3), values moved by {moved:.3f}")
+
+    def dpo_step(self, reference) -> None:
+        cfg = load(DPO_CONFIG, [
+            f"model.path={self.assets}/policy", f"model.dtype={self.cfg.model.dtype}",
+            f"data.train_path={self.assets}/data/prefs_train.jsonl", "data.eval_path=null",
+            "trainer.mini_batch_size=8", "trainer.micro_batch_size=8", "ray.policy.replicas=1",
+            "ray.reference_in_policy=false", f"ray.policy.num_gpus={self.cfg.ray.policy.num_gpus}",
+            "logging.progress=false"])
+        policy = TrainingActor("policy", cfg, 0, 1)
+        policy.setup("127.0.0.1", free_port())
+        self.expect_device("policy DPO", policy, policy.model.module)
+        pairs, _ = load_preference_examples(cfg.data.train_path, self.tokenizer, cfg.data)
+        probe = collate_preferences(pairs[:8], self.tokenizer.pad_token_id)
+        sequences = torch.cat([probe.chosen, probe.rejected])
+        attention = torch.cat([probe.chosen_attention_mask, probe.rejected_attention_mask])
+        ref = reference.forward(sequences, attention, probe.prompt_len, False)  # untrimmed, as the DPO mode asks
+        on_cpu("reference.forward", ref)
+        logps = masked_sum(ref, torch.cat([probe.chosen_response_mask, probe.rejected_response_mask]), dim=-1)
+        batch = collate_preferences(pairs[:8], self.tokenizer.pad_token_id, logps[:8], logps[8:])
+        step_s, first = self.train_three(policy, [batch])
+        # Before its first update the policy is the reference, so every pair's loss is log 2: the reference's
+        # log-probs (its own actor, this device) and the policy's agree.
+        assert abs(first["dpo/loss"] - math.log(2)) < 10 * self.gap_limit, f"DPO: first loss {first['dpo/loss']}"
+        print(f"ok  DPO: step {step_s:.3f}s (median of 3), first loss {first['dpo/loss']:.5f} (log 2 = 0.69315)")
 
 
 def main() -> int:
