@@ -39,6 +39,7 @@ def worker_env(num_gpus: float = 0.0) -> dict[str, str]:
     GPUs from it, and torch (or NCCL, or vLLM) would otherwise use `cuda:0` beside its real owner.
     """
     env = {key: os.environ.get(key, default) for key, default in THREAD_ENV_DEFAULTS.items()}
+    env["TOKENIZERS_PARALLELISM"] = "false"  # a fast tokenizer's threads would compete with torch's
     if not num_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -97,7 +98,8 @@ def node_ip() -> str:
 
 
 def where_am_i(device: torch.device | str = "cpu") -> dict:
-    """Node id, address, granted resources, torch's thread count, device and visible GPUs, for the placement log."""
+    """Node id, address, granted resources, thread environment, torch's thread count, device and visible GPUs,
+    for the placement log."""
     in_ray = ray is not None and ray.is_initialized()
     ctx = ray.get_runtime_context() if in_ray else None
     return {
@@ -107,6 +109,8 @@ def where_am_i(device: torch.device | str = "cpu") -> dict:
         "placement_group": ctx.get_placement_group_id() if ctx else None,
         "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()} if ctx else {},
         "thread_env": {key: os.environ.get(key) for key in (*THREAD_ENV_DEFAULTS, *ENGINE_IN_PROCESS_THREAD_ENV)},
+        # The variables this actor's own runtime_env set (the rest its worker inherited from a local Ray).
+        "runtime_env_vars": sorted((ctx.runtime_env.get("env_vars") or {}) if ctx else {}),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),

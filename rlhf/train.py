@@ -50,13 +50,28 @@ def init_ray(cfg: Config, groups: list[str]) -> bool:
     if address:
         ray.init(address=address)
         return True
-    # Ray boots idle workers for the job's own environment when the driver connects; every actor here has
-    # its own (thread counts, quiet filters), so none could use one: they only took CPU from the actors'
-    # start (bench/README.md, "Start-up").
-    ray.init(num_cpus=local_cpus(cfg, groups), include_dashboard=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-             _system_config={"prestart_worker_first_driver": False})
+    from actors.groups import init_local_ray
+
+    # Ray boots idle workers for the job when the driver connects; no actor here needs one, and they only
+    # took CPU from the actors' start (bench/README.md, "Start-up").
+    init_local_ray(local_worker_env(cfg.logging.verbose), num_cpus=local_cpus(cfg, groups), include_dashboard=False,
+                   _system_config={"prestart_worker_first_driver": False})
     return True
+
+
+def local_worker_env(verbose: bool) -> dict[str, str]:
+    """What the workers of a local Ray inherit: the variables every actor starts with (thread policy, quiet
+    filters, and on a machine without GPUs `CUDA_VISIBLE_DEVICES=""`, which there hides nothing), so that
+    only actors needing more (a GPU's visibility, an in-process engine's thread spin) pay for a runtime_env."""
+    import torch
+
+    from actors.common import worker_env
+    from rlhf import quiet
+
+    env = {**worker_env(0), **quiet.actor_env(verbose)}
+    if torch.cuda.is_available():  # Ray counts the GPUs it can see when it starts
+        env.pop("CUDA_VISIBLE_DEVICES")
+    return env
 
 
 @contextmanager

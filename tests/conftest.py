@@ -50,9 +50,12 @@ def ray_session():
     """One local Ray for every test that can share it (start-up costs seconds on 2 cores)."""
     import ray
 
+    from actors.groups import init_local_ray
+    from rlhf.train import local_worker_env
+
     if not ray.is_initialized():
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        # As `rlhf train` starts its own: actors that need no other variables start without a runtime_env.
+        init_local_ray(local_worker_env(verbose=False), num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

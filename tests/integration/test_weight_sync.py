@@ -80,3 +80,5 @@ def test_collective_sync_two_vllm_engines_zero3_and_an_engine_restart(tiny_asset
             # vLLM's engine core runs in the rollout actors (the CPU default): their threads spin briefly.
             spin = "20000" if name == "rollout" else None
             assert where["thread_env"] == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": spin}, (name, where)
+            # The rest comes from the local Ray's environment: only the spin needs a runtime_env of its own.
+            assert where["runtime_env_vars"] == (["GOMP_SPINCOUNT"] if name == "rollout" else []), (name, where)
