@@ -23,11 +23,13 @@ from rlhf.training.devices import to_cpu
 # libgomp reads this when it loads, so it must be in the worker's environment from the start.
 THREAD_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
-# vLLM's engine core in the actor's process (rollout.engine_core_in_process) decodes one token per
-# round of many short parallel regions; fully passive threads sleep and wake for each one. A spin of
-# about 0.2 ms (libgomp counts some 100,000 spins a millisecond; its own default is 3 ms) keeps them
-# awake between regions: 16 x 128 tokens of the 50M model in 1.24 s against 2.6 s passive (bench/README.md).
-ENGINE_IN_PROCESS_THREAD_ENV = {"GOMP_SPINCOUNT": "20000"}
+# A thread team that works alone on its cores, through many short parallel regions, loses time when its
+# passive threads sleep and wake for each one. A spin of about 0.2 ms (libgomp counts some 100,000 spins
+# a millisecond; its own default is 3 ms) keeps them awake between regions and bounds what a neighbour
+# can lose. vLLM's engine core in the actor's process (rollout.engine_core_in_process): 16 x 128 tokens of
+# the 50M model in 1.24 s against 2.6 s passive; a 2-thread fp32 training step of that model 3.22 s
+# against 3.45 s (bench/README.md).
+SHORT_SPIN_THREAD_ENV = {"GOMP_SPINCOUNT": "20000"}
 ENGINE_GROUPS = ("rollout", "teacher")
 """Groups whose actors host a rollout engine."""
 
@@ -45,9 +47,21 @@ def worker_env(num_gpus: float = 0.0) -> dict[str, str]:
     return env
 
 
-def engine_group_env(engine_kind: str, engine_core_in_process: bool) -> dict[str, str]:
-    """Extra environment of the groups that host rollout engines (rollout, a distillation's teacher)."""
-    return dict(ENGINE_IN_PROCESS_THREAD_ENV) if engine_kind == "vllm" and engine_core_in_process else {}
+def engine_group_env(engine_kind: str, engine_core_in_process: bool, num_cpus: float) -> dict[str, str]:
+    """Extra environment of the groups that host rollout engines (rollout, a distillation's teacher): they
+    generate with the other groups idle, so vLLM's engine core in their process, and a built-in engine with
+    a team of threads, spin them briefly (vLLM's own worker processes preload their own OpenMP)."""
+    if engine_kind == "vllm":
+        return dict(SHORT_SPIN_THREAD_ENV) if engine_core_in_process else {}
+    return dict(SHORT_SPIN_THREAD_ENV) if int(num_cpus) >= 2 else {}
+
+
+def trained_group_env(num_cpus: float) -> dict[str, str]:
+    """Extra environment of a trained group (policy, critic): a replica with a team of threads spins them
+    briefly. Its training phase runs with the other groups idle (policy and critic train side by side on
+    cores of their own). Frozen groups stay passive: their forwards share the cores in the experience
+    phase, where a spinning reference slowed PPO's (1.75 s to 1.94 s a step, bench/README.md)."""
+    return dict(SHORT_SPIN_THREAD_ENV) if int(num_cpus) >= 2 else {}
 
 
 def cpu_results(cls):
@@ -108,7 +122,7 @@ def where_am_i(device: torch.device | str = "cpu") -> dict:
         "pid": os.getpid(),
         "placement_group": ctx.get_placement_group_id() if ctx else None,
         "resources": {k: v for k, v in (ctx.get_assigned_resources() or {}).items()} if ctx else {},
-        "thread_env": {key: os.environ.get(key) for key in (*THREAD_ENV_DEFAULTS, *ENGINE_IN_PROCESS_THREAD_ENV)},
+        "thread_env": {key: os.environ.get(key) for key in (*THREAD_ENV_DEFAULTS, *SHORT_SPIN_THREAD_ENV)},
         # The variables this actor's own runtime_env set (the rest its worker inherited from a local Ray).
         "runtime_env_vars": sorted((ctx.runtime_env.get("env_vars") or {}) if ctx else {}),
         "torch_threads": torch.get_num_threads(),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from actors.common import THREAD_ENV_DEFAULTS
+from actors.common import SHORT_SPIN_THREAD_ENV, THREAD_ENV_DEFAULTS
 from typing import Optional
 
 import torch
@@ -78,7 +78,7 @@ class SideResult:
         return statistics.fmean(self.rewards[-3:]) if self.rewards else float("nan")
 
 
-def side_env() -> dict:
+def side_env(side: str = "ours") -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(TOKENIZERS_PARALLELISM="false", WANDB_MODE="disabled", TRL_EXPERIMENTAL_SILENCE="1",
@@ -91,6 +91,11 @@ def side_env() -> dict:
     # 10x, which would make the ratio measure the background load rather than the frameworks.
     for key, value in THREAD_ENV_DEFAULTS.items():
         env.setdefault(key, value)
+    if side == "trl":
+        # TRL's one process trains and generates alone on every core, as our trained groups and in-process
+        # engines do; they spin their threads for 0.2 ms before sleeping (actors/common.py), so TRL does too.
+        for key, value in SHORT_SPIN_THREAD_ENV.items():
+            env.setdefault(key, value)
     return env
 
 
@@ -152,7 +157,7 @@ def run_trl(s: BenchSettings, work: str, timeout_s: float) -> SideResult:
     with open(settings_path, "w") as fh:
         json.dump(s.to_json(), fh, indent=1)
     cmd = [python, "-m", f"bench.trl_{s.algo}", settings_path, result_path]
-    result.tree = run_tree(cmd, side_env(), os.path.join(work, "trl.log"), timeout_s)
+    result.tree = run_tree(cmd, side_env("trl"), os.path.join(work, "trl.log"), timeout_s)
     if result.tree.returncode != 0 or not os.path.exists(result_path):
         result.error = f"exit {result.tree.returncode}; log: {work}/trl.log"
         return result
@@ -246,7 +251,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = (f"\n### {label}\n\n`{command}`{' (our side: ' + ', '.join(args.overrides) + ')' if args.overrides else ''}\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {shape}; load average (1/5 min) {load_before} before, "
             f"{load_average()} after on {os.cpu_count()} cores; both sides with "
-            + ", ".join(f"{k}={side_env()[k]}" for k in (*THREAD_ENV_DEFAULTS, "RAY_worker_niceness")) + ".\n\n"
+            + ", ".join(f"{k}={side_env()[k]}" for k in (*THREAD_ENV_DEFAULTS, "RAY_worker_niceness"))
+            + "; TRL's process and our multi-threaded trained groups and in-process engines with "
+            + ", ".join(f"{k}={v}" for k, v in SHORT_SPIN_THREAD_ENV.items()) + ".\n\n"
             + comparison_table(label, s.samples_per_step, ours, trl) + phase_table(ours, peak, args.precision)
             + memory_table(ours, trl))
     pairs = [(o, t) for o, t in zip(runs["ours"], runs["trl"]) if not o.error and not t.error]

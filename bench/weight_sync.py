@@ -33,7 +33,8 @@ def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
                         "ray.policy.replicas=1", "ray.rollout.replicas=1", "logging.progress=false"])
     # The engine's group starts as a run's does (vLLM's engine core in process spins its threads briefly).
     placement = Placement(cfg.ray, ["policy", "rollout"],
-                          group_env={"rollout": engine_group_env(engine, bool(cfg.rollout.engine_core_in_process))})
+                          group_env={"rollout": engine_group_env(engine, bool(cfg.rollout.engine_core_in_process),
+                                                                 cfg.ray.rollout.num_cpus)})
     policy = spawn_trainers(cfg, placement, "policy")
     engines = ActorGroup("rollout", [RolloutActor.options(**placement.options("rollout", 0)).remote(cfg, 0, engine)])
     setup_trainers([policy])

@@ -32,7 +32,7 @@ from typing import Callable, Optional, TypeVar
 import ray
 import torch
 
-from actors.common import ENGINE_GROUPS, engine_group_env
+from actors.common import ENGINE_GROUPS, engine_group_env, trained_group_env
 from actors.groups import ActorGroup, Placement
 from actors.supervisor import Supervisor, get_fail_fast
 from actors.trainer import TrainingActor
@@ -135,9 +135,12 @@ class Runtime:
         self.resume = resume or cfg.trainer.resume == "auto"
         self.checkpoints = CheckpointManager(os.path.join(self.output_dir, "checkpoints"), cfg.trainer.keep_checkpoints)
         engine = getattr(self.mode, "engine", None)  # the modes that generate chose their engine kind
-        engine_env = engine_group_env(engine.name, bool(cfg.rollout.engine_core_in_process)) if engine else {}
-        self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose),
-                                   {name: engine_env for name in ENGINE_GROUPS})
+        in_process = bool(cfg.rollout.engine_core_in_process)
+        group_env = {name: engine_group_env(engine.name, in_process, getattr(cfg.ray, name).num_cpus) if engine else {}
+                     for name in ENGINE_GROUPS}
+        for role in self.mode.trained_roles():
+            group_env[role] = trained_group_env(getattr(cfg.ray, role).num_cpus)
+        self.placement = Placement(cfg.ray, self.group_names(), quiet.actor_env(cfg.logging.verbose), group_env)
         # Every constructor (imports, model loads, engine start) runs at once; only then do the trainers
         # meet in their process groups. Spawning group by group made start-up the sum of all of them.
         for role in self.mode.trained_roles():
