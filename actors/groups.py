@@ -64,7 +64,6 @@ def runtime_env_vars(wanted: dict[str, str], inherited: dict[str, str]) -> dict[
     return extra
 
 
-
 def _actor_resources(group: GroupConfig) -> dict[str, float]:
     resources = {"CPU": group.num_cpus}
     if group.num_gpus:

@@ -158,7 +158,6 @@ class Check:
               f"({sent / 2**30 / push_s:.2f} GB/s, gloo), log-prob gap {gap:.2e}, probe nll/token "
               f"{result['nll'] / max(result['tokens'], 1):.3f}")
 
-
     def train_three(self, trained, records: list) -> tuple[float, dict]:
         """Median seconds of three optimizer steps on `records`, and the first step's metrics (every
         returned value must be on the CPU)."""

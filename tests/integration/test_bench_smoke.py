@@ -108,8 +108,8 @@ def test_gpu_check_runs_its_checks_on_cpu_and_its_script_skips_without_a_gpu(tin
     script = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_check.sh")], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "PYTHON": sys.executable})
     assert script.returncode == 0 and script.stdout.strip() == "no GPU: skipped", script.stdout + script.stderr
-    done = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--assets", str(tiny_assets.root)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    command = [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--assets", str(tiny_assets.root)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     checked = [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("ok  ")]
     for name in ("rollout engine (built-in)", "reference", "reward model", "ZeRO-2", "ZeRO-3", "LoRA", "critic", "DPO"):
