@@ -53,7 +53,7 @@ def engine_group_env(engine_kind: str, engine_core_in_process: bool, num_cpus: f
     a team of threads, spin them briefly (vLLM's own worker processes preload their own OpenMP)."""
     if engine_kind == "vllm":
         return dict(SHORT_SPIN_THREAD_ENV) if engine_core_in_process else {}
-    return dict(SHORT_SPIN_THREAD_ENV) if int(num_cpus) >= 2 else {}
+    return _spin_if_a_team(num_cpus)
 
 
 def trained_group_env(num_cpus: float) -> dict[str, str]:
@@ -61,6 +61,11 @@ def trained_group_env(num_cpus: float) -> dict[str, str]:
     briefly. Its training phase runs with the other groups idle (policy and critic train side by side on
     cores of their own). Frozen groups stay passive: their forwards share the cores in the experience
     phase, where a spinning reference slowed PPO's (1.75 s to 1.94 s a step, bench/README.md)."""
+    return _spin_if_a_team(num_cpus)
+
+
+def _spin_if_a_team(num_cpus: float) -> dict[str, str]:
+    """The short spin for an actor with two threads or more (one thread has no team to keep awake)."""
     return dict(SHORT_SPIN_THREAD_ENV) if int(num_cpus) >= 2 else {}
 
 

@@ -25,9 +25,9 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "ppo_tiny.yaml
 
 def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
     from actors.common import engine_group_env
-    from actors.groups import ActorGroup, Placement
+    from actors.groups import Placement
     from actors.rollout import RolloutActor
-    from rlhf.modes.runtime import setup_trainers, spawn_trainers
+    from rlhf.modes.runtime import setup_trainers, spawn_group, spawn_trainers
 
     cfg = load(CONFIG, [f"model.path={policy_path}", f"rollout.engine={engine}", "rollout.kv_cache_memory_mb=256",
                         "ray.policy.replicas=1", "ray.rollout.replicas=1", "logging.progress=false"])
@@ -36,7 +36,7 @@ def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
                           group_env={"rollout": engine_group_env(engine, bool(cfg.rollout.engine_core_in_process),
                                                                  cfg.ray.rollout.num_cpus)})
     policy = spawn_trainers(cfg, placement, "policy")
-    engines = ActorGroup("rollout", [RolloutActor.options(**placement.options("rollout", 0)).remote(cfg, 0, engine)])
+    engines = spawn_group(cfg, placement, "rollout", RolloutActor, engine)
     setup_trainers([policy])
     lines = []
     try:

@@ -67,6 +67,14 @@ class StepOutput:
     """(prompts, responses, scores[, transcripts]) for samples.jsonl (transcripts: multi-turn episodes)."""
 
 
+def spawn_group(cfg: Config, placement: Placement, name: str, actor_cls, *extra_args) -> ActorGroup:
+    """Create a frozen group's replicas: `actor_cls(cfg, rank, *extra_args)` in each of the group's slots."""
+    # Stateless roles come back after a crash (constructor rerun); the runtime retries the phase.
+    restarts = cfg.ray.max_restarts if name in RESTARTABLE_ROLES else 0
+    return ActorGroup(name, [actor_cls.options(max_restarts=restarts, **placement.options(name, r)).remote(
+                             cfg, r, *extra_args) for r in range(getattr(cfg.ray, name).replicas)])
+
+
 def spawn_trainers(cfg: Config, placement: Placement, role: str) -> ActorGroup:
     """Create the role's replicas (their constructors load the model); `setup_trainers` joins them up."""
     world = getattr(cfg.ray, role).replicas
@@ -146,7 +154,7 @@ class Runtime:
         for role in self.mode.trained_roles():
             self.groups[role] = spawn_trainers(cfg, self.placement, role)
         for name, (actor_cls, extra_args) in self.mode.frozen_groups().items():
-            self.groups[name] = self._spawn(name, actor_cls, *extra_args)
+            self.groups[name] = spawn_group(cfg, self.placement, name, actor_cls, *extra_args)
         setup_trainers([self.groups[role] for role in self.mode.trained_roles()])
         self.write_placement()
         report = get_fail_fast([self.groups[self.spec.trained[0]].handles[0].memory_report.remote()])[0]
@@ -163,14 +171,6 @@ class Runtime:
         if self.weights_version == 0 and cfg.model.quantization != "none" and "rollout" in self.groups:
             # The engines loaded the full-precision base; the policy computes with its 4-bit copy.
             self.push_weights(version=0)
-
-    def _spawn(self, name: str, actor_cls, *extra_args) -> ActorGroup:
-        replicas = getattr(self.cfg.ray, name).replicas
-        # Stateless roles come back after a crash (constructor rerun); the runtime retries the phase.
-        restarts = self.cfg.ray.max_restarts if name in RESTARTABLE_ROLES else 0
-        handles = [actor_cls.options(max_restarts=restarts, **self.placement.options(name, r)).remote(
-                   self.cfg, r, *extra_args) for r in range(replicas)]
-        return ActorGroup(name, handles)
 
     def write_placement(self) -> None:
         """Where every actor runs: placement.json, the supervisor's pid record, one log line per group."""
