@@ -4,7 +4,9 @@ rollout engine worker (all tensor-parallel ranks of all engines) without the Ray
 Pure torch, no Ray, so the trainer, vLLM's worker processes and the built-in engine all import it.
 The group is built from its own TCPStore and port, apart from the trainers' DeepSpeed group: gloo on
 CPU, nccl on GPU. Both sides hold the same manifest (name, shape, dtype of every tensor, in order) and
-plan the same buckets from it, so only raw bytes travel: one flat uint8 buffer per bucket.
+plan the same buckets from it, so only raw bytes travel. Each tensor is its own asynchronous broadcast:
+the sender sends its tensors where they lie (no packing copy), and a receiver loads tensor i while
+tensor i + 1 is still on the wire, into its bucket's one flat buffer.
 """
 from __future__ import annotations
 
@@ -84,25 +86,8 @@ def plan_spec_buckets(specs: list[TensorSpec], bucket_mb: int) -> list[list[int]
     return plan_buckets([aligned(s.nbytes) for s in specs], bucket_mb << 20)
 
 
-def pack(tensors: list[torch.Tensor], device: torch.device | str, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One flat uint8 buffer on `device` holding the tensors' bytes at aligned offsets (a prefix of `out`
-    when it is given and large enough: reusing memory skips the page faults of a fresh buffer)."""
-    sizes = [aligned(t.numel() * t.element_size()) for t in tensors]
-    total = sum(sizes)
-    if out is not None and out.numel() >= total and out.device == torch.device(device):
-        buffer = out[:total]
-    else:
-        buffer = torch.empty(total, dtype=torch.uint8, device=device)
-    offset = 0
-    for tensor, size in zip(tensors, sizes):
-        raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-        buffer[offset:offset + raw.numel()].copy_(raw)
-        offset += size
-    return buffer
-
-
 def unpack(buffer: torch.Tensor, specs: list[TensorSpec]) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) views into `buffer`, laid out as `pack` wrote them."""
+    """(name, tensor) views into `buffer`: each tensor at the next aligned offset, in order."""
     out, offset = [], 0
     for spec in specs:
         raw = buffer[offset:offset + spec.nbytes]
@@ -133,48 +118,66 @@ class SyncGroup:
         self.group, self._store = open_group(host, port, rank, world_size, backend, timeout_s)
         self.specs = specs
         self.buckets = plan_spec_buckets(specs, bucket_mb)
-        self._buffer: torch.Tensor | None = None
-        """The largest bucket buffer so far, reused by the next bucket (at most one bucket of memory)."""
+        self._shared_buffer: torch.Tensor | None = None
+        """A receiver's one buffer for every bucket, when its caller copies each tensor at once."""
+        self._bucket_buffers: dict[int, torch.Tensor] = {}
+        """A receiver's buffer per bucket position, kept between pushes on the CPU."""
 
-    def _broadcast(self, buffer: torch.Tensor) -> None:
+    def _start_broadcast(self, tensor: torch.Tensor):
         options = dist.BroadcastOptions()
         options.rootRank = 0
-        self.group.broadcast([buffer], options).wait()
+        return self.group.broadcast([tensor], options)
 
     def send(self, buckets: Iterable[list[torch.Tensor]]) -> int:
-        """Rank 0: broadcast each bucket's tensors (in plan order); returns the bytes sent."""
+        """Rank 0: broadcast each bucket's tensors (in plan order); returns the bytes sent. A bucket's
+        broadcasts all run before its tensors are let go (ZeRO-3 releases them at the next bucket)."""
         sent = 0
         for index, tensors in zip(self.buckets, buckets, strict=True):
             expected = [self.specs[i] for i in index]
+            on_the_wire = []
             for spec, tensor in zip(expected, tensors, strict=True):
                 if tuple(tensor.shape) != spec.shape:
                     raise ValueError(f"weight sync: {spec.name} has shape {tuple(tensor.shape)}, "
                                      f"the manifest says {spec.shape}")
-            buffer = pack([t.to(spec.torch_dtype) for t, spec in zip(tensors, expected)], self.device, self._buffer)
-            self._buffer = buffer if self._buffer is None or buffer.numel() > self._buffer.numel() else self._buffer
-            self._broadcast(buffer)
-            sent += buffer.numel()
+                # No copy when the tensor is already contiguous, of its manifest dtype and on this device.
+                wire = tensor.detach().to(device=self.device, dtype=spec.torch_dtype).contiguous()
+                on_the_wire.append((wire, self._start_broadcast(wire)))
+                sent += spec.nbytes
+            for _, work in on_the_wire:
+                work.wait()
         return sent
 
     def receive(self, reuse_buffer: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-        """Other ranks: (name, tensor) of each bucket as it arrives (views into the bucket's buffer).
+        """Other ranks: (name, tensor) of each tensor as it arrives (views into its bucket's buffer).
+        The whole bucket is asked for at once, so the caller works on one tensor while the next arrive.
 
         `reuse_buffer`: the caller copies every tensor before asking for the next one, so one buffer
-        serves every bucket and every push; vLLM's loader may keep views until a layer is complete,
-        so it gets a fresh buffer per bucket."""
-        for index in self.buckets:
+        serves every bucket; vLLM's loader may keep views until a layer is complete, so each bucket
+        of a push gets a buffer of its own."""
+        for position, index in enumerate(self.buckets):
             specs = [self.specs[i] for i in index]
-            size = sum(aligned(s.nbytes) for s in specs)
-            if reuse_buffer and self._buffer is not None and self._buffer.numel() >= size:
-                buffer = self._buffer[:size]
-            else:
-                buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
-                if reuse_buffer:
-                    self._buffer = buffer
-            self._broadcast(buffer)
-            yield from unpack(buffer, specs)
+            views = unpack(self._bucket_buffer(position, sum(aligned(s.nbytes) for s in specs), reuse_buffer), specs)
+            arriving = [self._start_broadcast(tensor) for _, tensor in views]
+            for (name, tensor), work in zip(views, arriving):
+                work.wait()
+                yield name, tensor
+
+    def _bucket_buffer(self, position: int, size: int, reuse_buffer: bool) -> torch.Tensor:
+        """Where bucket `position` of a push lands. Host memory is kept from push to push, because fresh
+        pages cost a fault each (a fifth of a vLLM push of the 50M model on CPU); the CUDA caching
+        allocator recycles freed device memory by itself, so a GPU keeps at most the shared buffer."""
+        if reuse_buffer:
+            if self._shared_buffer is None or self._shared_buffer.numel() < size:
+                self._shared_buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
+            return self._shared_buffer[:size]
+        if self.device.type != "cpu":
+            return torch.empty(size, dtype=torch.uint8, device=self.device)
+        if position not in self._bucket_buffers:
+            self._bucket_buffers[position] = torch.empty(size, dtype=torch.uint8, device=self.device)
+        return self._bucket_buffers[position]
 
     def close(self) -> None:
         self.group = None
         self._store = None
-        self._buffer = None
+        self._shared_buffer = None
+        self._bucket_buffers = {}

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from rlhf.rollout.sync_group import ALIGN_BYTES, SyncGroup, TensorSpec, aligned, pack, plan_buckets, unpack
+from rlhf.rollout.sync_group import ALIGN_BYTES, SyncGroup, TensorSpec, aligned, plan_buckets, unpack
 from rlhf.training.distributed import free_port
 
 
@@ -35,21 +35,23 @@ def test_plan_buckets_worked_example():
     assert plan_buckets([], 10) == []
 
 
-def test_pack_unpack_round_trip_keeps_dtypes_and_alignment():
-    tensors = [torch.arange(3, dtype=torch.float32), torch.ones(2, 5, dtype=torch.bfloat16),
-               torch.tensor([7], dtype=torch.int64)]
-    specs = [TensorSpec(f"t{i}", tuple(t.shape), str(t.dtype).removeprefix("torch.")) for i, t in enumerate(tensors)]
-    buffer = pack(tensors, "cpu")
-    assert buffer.numel() == sum(aligned(s.nbytes) for s in specs) and buffer.numel() % ALIGN_BYTES == 0
-    for (name, got), want, spec in zip(unpack(buffer, specs), tensors, specs):
-        assert name == spec.name and got.dtype == want.dtype and torch.equal(got, want)
+def test_unpack_views_each_tensor_at_an_aligned_offset_with_its_dtype():
+    specs = [TensorSpec("a", (3,), "float32"), TensorSpec("b", (2, 5), "bfloat16"), TensorSpec("c", (1,), "int64")]
+    buffer = torch.zeros(sum(aligned(s.nbytes) for s in specs), dtype=torch.uint8)
+    views = unpack(buffer, specs)
+    assert [(name, t.dtype, tuple(t.shape)) for name, t in views] == [
+        ("a", torch.float32, (3,)), ("b", torch.bfloat16, (2, 5)), ("c", torch.int64, (1,))]
+    assert [t.data_ptr() - buffer.data_ptr() for _, t in views] == [0, ALIGN_BYTES, 2 * ALIGN_BYTES]
+    views[1][1].fill_(1.5)  # views, not copies
+    assert torch.equal(unpack(buffer, specs)[1][1], torch.full((2, 5), 1.5, dtype=torch.bfloat16))
 
 
 def test_two_ranks_push_buckets_over_gloo():
-    # Rank 0 sends three tensors in buckets of 1 MB (b, 1.25 MB, is over the limit: a bucket alone);
-    # rank 1 receives.
-    weights = {"a": torch.randn(64, 64), "b": torch.randn(512, 640), "c": torch.randn(10)}
-    specs = [TensorSpec(k, tuple(v.shape), "float32") for k, v in weights.items()]
+    # Rank 0 sends four tensors in buckets of 1 MB (b, 1.25 MB, is over the limit: a bucket alone);
+    # rank 1 receives. One is sent transposed (not contiguous): it travels as its contiguous copy.
+    weights = {"a": torch.randn(64, 64), "b": torch.randn(512, 640), "c": torch.randn(10),
+               "d": torch.randn(6, 4).to(torch.bfloat16)}
+    specs = [TensorSpec(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in weights.items()]
     port = free_port()
     received: dict = {}
 
@@ -60,10 +62,11 @@ def test_two_ranks_push_buckets_over_gloo():
     thread = threading.Thread(target=receiver)
     thread.start()
     sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
-    assert sender.buckets == [[0], [1], [2]]
+    assert sender.buckets == [[0], [1], [2, 3]]
+    weights["a"] = weights["a"].t()
     sent = sender.send([[weights[specs[i].name] for i in b] for b in sender.buckets])
     thread.join(timeout=30)
-    assert sent >= sum(s.nbytes for s in specs)
+    assert sent == sum(s.nbytes for s in specs)
     assert set(received) == set(weights)
     for name, tensor in weights.items():
         assert torch.equal(received[name], tensor)
@@ -76,3 +79,29 @@ def test_vllm_cpu_thread_binding_splits_the_allowed_cores():
     assert cpu_thread_binding([2, 3, 4, 5, 6], 2) == "2,3|4,5"  # 5 cores, 2 ranks: 2 each, one left over
     with pytest.raises(ValueError, match="needs as many cores"):
         cpu_thread_binding([0], 2)
+
+
+def test_a_cpu_receiver_keeps_its_bucket_buffers_from_push_to_push():
+    # Two pushes of different weights: the second lands where the first did (no fresh pages) and is
+    # received whole; within a push each bucket has its own buffer (vLLM keeps views until a layer ends).
+    specs = [TensorSpec("a", (400, 400), "float32"), TensorSpec("b", (400, 400), "float32")]
+    port = free_port()
+    pushes = [[torch.randn(400, 400), torch.randn(400, 400)] for _ in range(2)]
+    received: list = []
+
+    def receiver():
+        group = SyncGroup("127.0.0.1", port, 1, 2, "gloo", 30, specs, 1, "cpu")
+        for _ in pushes:
+            received.append([(t.clone(), t.data_ptr()) for _, t in group.receive()])
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
+    assert sender.buckets == [[0], [1]]
+    for tensors in pushes:
+        sender.send([[tensors[0]], [tensors[1]]])
+    thread.join(timeout=30)
+    for got, want in zip(received, pushes):
+        assert all(torch.equal(tensor, w) for (tensor, _), w in zip(got, want))
+    first, second = ([ptr for _, ptr in push] for push in received)
+    assert first == second and first[0] != first[1]
