@@ -243,13 +243,16 @@ class TrainingActor:
         """(name, shape, dtype) of every tensor an engine loads, in the order they are sent."""
         return [(s.name, list(s.shape), s.dtype) for s in manifest(weight_sources(self.model.module))]
 
-    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str, timeout_s: float) -> None:
-        """Rank 0: host the weight-sync group (rlhf.rollout.sync_group) as its rank 0; replaces an older one."""
+    def join_weight_sync(self, host: str, port: int, world_size: int, backend: str, timeout_s: float,
+                         shared_memory: bool = True) -> str:
+        """Rank 0: host the weight-sync group (rlhf.rollout.sync_group) as its rank 0; replaces an older one.
+        Returns the transport the group agreed on."""
         specs = manifest(weight_sources(self.model.module))
         device = self.device if backend == "nccl" else "cpu"
         self.weight_sync = None
         self.weight_sync = SyncGroup(host, port, 0, world_size, backend, timeout_s, specs,
-                                     self.cfg.rollout.weight_sync_bucket_mb, device)
+                                     self.cfg.rollout.weight_sync_bucket_mb, device, shared_memory)
+        return self.weight_sync.transport
 
     def broadcast_weights(self) -> int:
         """Every rank (ZeRO-3 gathers one bucket at a time); rank 0 broadcasts each bucket. Returns bytes sent."""

@@ -5,7 +5,9 @@
 Builds `.assets/<size>` when missing. Starts a local Ray, one policy replica (DeepSpeed ZeRO-2) and
 one rollout engine of each kind in turn, then pushes the policy's full weights `--repeats` times
 per path, as PPO does after each update (the collective group is joined once, before timing).
-Prints one line per path and engine: megabytes per push, median seconds, MB/s.
+Prints one line per path and engine: megabytes per push, median seconds, MB/s; the collective path
+twice, over shared memory (what a one-host CPU run uses) and over the group's gloo sockets (what
+members on different hosts use).
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
     setup_trainers([policy])
     lines = []
     try:
-        for path in ("object_store", "collective"):
-            sync = WeightSync(SyncSettings(path, cfg.rollout.weight_sync_bucket_mb, 120.0, "gloo", 1))
+        for path, shared_memory in (("object_store", False), ("collective", True), ("collective", False)):
+            sync = WeightSync(SyncSettings(path, cfg.rollout.weight_sync_bucket_mb, 120.0, "gloo", 1, shared_memory))
             sync.push(policy, engines, version=1)  # warm-up (and the collective group's join)
             if sync.last_push["path"] != path:
                 raise RuntimeError(f"{path} push fell back to {sync.last_push['path']}")
@@ -52,7 +54,7 @@ def measure(policy_path: str, engine: str, repeats: int) -> list[str]:
                 seconds.append(time.perf_counter() - started)
             median = statistics.median(seconds)
             lines.append(f"engine={engine:8s} path={path:13s} MB={sent / 2**20:8.1f} s={median:7.3f} "
-                         f"MB/s={sent / 2**20 / median:9.1f}")
+                         f"MB/s={sent / 2**20 / median:9.1f}" + (f" over={sync.transport}" if sync.transport else ""))
             print(lines[-1], flush=True)
     finally:
         for handle in (*engines.handles, *policy.handles):

@@ -224,6 +224,11 @@ class RolloutConfig:
     `object_store` for that push, with a warning."""
     weight_sync_bucket_mb: int = 512
     """Collective weight sync: bytes per broadcast; ZeRO-3 gathers one bucket of parameters at a time."""
+    weight_sync_shared_memory: bool = True
+    """Collective weight sync with the policy and every engine on the CPU of one host: the buckets sit in
+    shared-memory files (/dev/shm, removed once mapped) and the group only signals; false sends every
+    byte through the group's sockets. Falls back to the sockets by itself when a member cannot map the
+    files or /dev/shm has less than twice the model free."""
     async_generation: bool = False
     """PPO: off-by-one generation. Step t+1's samples are generated with the weights before step t's
     update while the trainers run step t, so generation overlaps training; each batch is one update

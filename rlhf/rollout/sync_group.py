@@ -6,7 +6,8 @@ The group is built from its own TCPStore and port, apart from the trainers' Deep
 CPU, nccl on GPU. Both sides hold the same manifest (name, shape, dtype of every tensor, in order) and
 plan the same buckets from it, so only raw bytes travel. Each tensor is its own asynchronous broadcast:
 the sender sends its tensors where they lie (no packing copy), and a receiver loads tensor i while
-tensor i + 1 is still on the wire, into its bucket's one flat buffer.
+tensor i + 1 is still on the wire, into its bucket's one flat buffer. Members on the CPU of one host
+share the bucket buffers themselves (rlhf.rollout.shared_buckets), and the broadcasts only signal.
 """
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """How the driver pushes weights: rollout.weight_sync, its bucket size, the timeout and the backend
-    (nccl only when the policy and the engines both hold GPUs)."""
+    """How the driver pushes weights: rollout.weight_sync, its bucket size, the timeout, the backend
+    (nccl only when the policy and the engines both hold GPUs) and whether one host's CPU members may
+    share the buckets in memory."""
     mode: str
     bucket_mb: int
     timeout_s: float
     backend: str
     tensor_parallel_size: int
+    shared_memory: bool = True
 
     @staticmethod
     def from_config(cfg) -> "SyncSettings":
@@ -58,7 +61,8 @@ class SyncSettings:
 
         both_on_gpus = cfg.ray.policy.num_gpus > 0 and cfg.ray.rollout.num_gpus > 0
         return SyncSettings(cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb, cfg.ray.collective_timeout_s,
-                            process_group_backend(1 if both_on_gpus else 0), cfg.rollout.tensor_parallel_size)
+                            process_group_backend(1 if both_on_gpus else 0), cfg.rollout.tensor_parallel_size,
+                            cfg.rollout.weight_sync_shared_memory)
 
 
 def aligned(nbytes: int) -> int:
@@ -110,11 +114,17 @@ def open_group(host: str, port: int, rank: int, world_size: int, backend: str, t
 
 
 class SyncGroup:
-    """One member of the weight-sync group: rank 0 sends, every other rank receives and loads."""
+    """One member of the weight-sync group: rank 0 sends, every other rank receives and loads.
+
+    `shared_memory` (rank 0's choice; the others follow it): when every member is on the CPU of one
+    host, buckets travel through shared-memory files (rlhf.rollout.shared_buckets) and the group
+    carries one small signal per tensor; otherwise, or when any member cannot map rank 0's files,
+    each tensor is broadcast over the group itself."""
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float,
-                 specs: list[TensorSpec], bucket_mb: int, device: torch.device | str) -> None:
-        self.rank, self.world_size, self.device = rank, world_size, torch.device(device)
+                 specs: list[TensorSpec], bucket_mb: int, device: torch.device | str,
+                 shared_memory: bool = True) -> None:
+        self.rank, self.world_size, self.backend, self.device = rank, world_size, backend, torch.device(device)
         self.group, self._store = open_group(host, port, rank, world_size, backend, timeout_s)
         self.specs = specs
         self.buckets = plan_spec_buckets(specs, bucket_mb)
@@ -122,6 +132,46 @@ class SyncGroup:
         """A receiver's one buffer for every bucket, when its caller copies each tensor at once."""
         self._bucket_buffers: dict[int, torch.Tensor] = {}
         """A receiver's buffer per bucket position, kept between pushes on the CPU."""
+        self.shared_buckets: list[torch.Tensor] | None = None
+        """Every member's mapping of the same files, one per bucket, when the group agreed on them."""
+        self._push_read = None
+        """Shared buckets: the all-reduce that completes once every receiver is done with the last push
+        (rank 0 waits for it before it writes over the buckets again)."""
+        if self.device.type == "cpu":  # every member agrees, so every member asks (rank 0 answers)
+            self.shared_buckets = self._agree_on_shared_buckets(shared_memory)
+
+    @property
+    def transport(self) -> str:
+        return "shared_memory" if self.shared_buckets is not None else self.backend
+
+    def _bucket_sizes(self) -> list[int]:
+        return [sum(aligned(self.specs[i].nbytes) for i in index) for index in self.buckets]
+
+    def _agree_on_shared_buckets(self, wanted: bool) -> list[torch.Tensor] | None:
+        """Rank 0 creates the files and names them (when `wanted` there); each member maps them or says
+        it cannot; all use them only if all can. Rank 0 then removes the names (the mappings stay)."""
+        from rlhf.rollout import shared_buckets
+
+        sizes = self._bucket_sizes()
+        if not sizes:
+            return None
+        token = torch.zeros(1, dtype=torch.int64)
+        created = None
+        if self.rank == 0 and wanted:
+            token[0] = shared_buckets.new_token(sum(sizes))
+            if token[0]:
+                created = shared_buckets.create_buckets(int(token[0]), sizes)
+        self._start_broadcast(token).wait()
+        if not token[0]:
+            return None
+        mapped = created if self.rank == 0 else shared_buckets.open_buckets(int(token[0]), sizes)
+        everyone = torch.tensor([1 if mapped is not None else 0], dtype=torch.int64)
+        options = dist.AllreduceOptions()
+        options.reduceOp = dist.ReduceOp.MIN
+        self.group.allreduce([everyone], options).wait()
+        if self.rank == 0:
+            shared_buckets.remove_files(int(token[0]), len(sizes))
+        return mapped if everyone[0] else None
 
     def _start_broadcast(self, tensor: torch.Tensor):
         options = dist.BroadcastOptions()
@@ -132,20 +182,43 @@ class SyncGroup:
         """Rank 0: broadcast each bucket's tensors (in plan order); returns the bytes sent. A bucket's
         broadcasts all run before its tensors are let go (ZeRO-3 releases them at the next bucket)."""
         sent = 0
-        for index, tensors in zip(self.buckets, buckets, strict=True):
+        self._wait_until_last_push_read()
+        for position, (index, tensors) in enumerate(zip(self.buckets, buckets, strict=True)):
             expected = [self.specs[i] for i in index]
-            on_the_wire = []
             for spec, tensor in zip(expected, tensors, strict=True):
                 if tuple(tensor.shape) != spec.shape:
                     raise ValueError(f"weight sync: {spec.name} has shape {tuple(tensor.shape)}, "
                                      f"the manifest says {spec.shape}")
+            if self.shared_buckets is not None:
+                on_the_wire = self._write_shared(self.shared_buckets[position], expected, tensors)
+            else:
                 # No copy when the tensor is already contiguous, of its manifest dtype and on this device.
-                wire = tensor.detach().to(device=self.device, dtype=spec.torch_dtype).contiguous()
-                on_the_wire.append((wire, self._start_broadcast(wire)))
-                sent += spec.nbytes
+                wires = [t.detach().to(device=self.device, dtype=spec.torch_dtype).contiguous()
+                         for t, spec in zip(tensors, expected)]
+                on_the_wire = [(wire, self._start_broadcast(wire)) for wire in wires]
             for _, work in on_the_wire:
                 work.wait()
+            sent += sum(spec.nbytes for spec in expected)
+        self._start_push_read()
         return sent
+
+    def _start_push_read(self) -> None:
+        if self.shared_buckets is not None:
+            self._push_read = self.group.allreduce([torch.zeros(1, dtype=torch.int64)])
+
+    def _wait_until_last_push_read(self) -> None:
+        if self._push_read is not None:
+            self._push_read.wait()
+            self._push_read = None
+
+    def _write_shared(self, buffer: torch.Tensor, specs: list[TensorSpec], tensors: list[torch.Tensor]) -> list:
+        """Copy each tensor into its place in the shared bucket, then signal that it is there."""
+        signals = []
+        for (_, place), tensor, number in zip(unpack(buffer, specs), tensors, range(len(specs))):
+            place.copy_(tensor.detach())
+            signal = torch.tensor([number], dtype=torch.int64)
+            signals.append((signal, self._start_broadcast(signal)))
+        return signals
 
     def receive(self, reuse_buffer: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """Other ranks: (name, tensor) of each tensor as it arrives (views into its bucket's buffer).
@@ -153,14 +226,21 @@ class SyncGroup:
 
         `reuse_buffer`: the caller copies every tensor before asking for the next one, so one buffer
         serves every bucket; vLLM's loader may keep views until a layer is complete, so each bucket
-        of a push gets a buffer of its own."""
+        of a push gets a buffer of its own. The views stay valid until the next push."""
+        self._wait_until_last_push_read()
         for position, index in enumerate(self.buckets):
             specs = [self.specs[i] for i in index]
-            views = unpack(self._bucket_buffer(position, sum(aligned(s.nbytes) for s in specs), reuse_buffer), specs)
-            arriving = [self._start_broadcast(tensor) for _, tensor in views]
+            if self.shared_buckets is not None:
+                views = unpack(self.shared_buckets[position], specs)
+                arriving = [self._start_broadcast(torch.zeros(1, dtype=torch.int64)) for _ in views]
+            else:
+                buffer = self._bucket_buffer(position, sum(aligned(s.nbytes) for s in specs), reuse_buffer)
+                views = unpack(buffer, specs)
+                arriving = [self._start_broadcast(tensor) for _, tensor in views]
             for (name, tensor), work in zip(views, arriving):
                 work.wait()
                 yield name, tensor
+        self._start_push_read()  # the caller has let go of every view: rank 0 may write the next push
 
     def _bucket_buffer(self, position: int, size: int, reuse_buffer: bool) -> torch.Tensor:
         """Where bucket `position` of a push lands. Host memory is kept from push to push, because fresh
@@ -181,3 +261,6 @@ class SyncGroup:
         self._store = None
         self._shared_buffer = None
         self._bucket_buffers = {}
+        self.shared_buckets = None
+        self._push_read = None
+

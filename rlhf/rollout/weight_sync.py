@@ -2,7 +2,8 @@
 
 `collective` (the default): one process group per run spans policy rank 0 and every engine worker
 (rank 0 = policy, then engine i's tensor-parallel workers at 1 + i * tp ...), built through its own
-TCPStore and port. Each push fires the trainers' `broadcast_weights` (every replica: ZeRO-3 gathers
+TCPStore and port; when all of them run on the CPU of one host, the buckets themselves sit in shared
+memory and the group only signals. Each push fires the trainers' `broadcast_weights` (every replica: ZeRO-3 gathers
 one bucket at a time) and the engines' `receive_weights` together, so neither side waits on the other
 to be asked. Every wait has a timeout; a failed or timed-out push logs a warning, drops the group
 (the next push rebuilds it, as after an engine restart) and sends this push through the object store.
@@ -47,6 +48,8 @@ class WeightSync:
     def __init__(self, settings: SyncSettings) -> None:
         self.settings = settings
         self.joined = False
+        self.transport = ""
+        """What the collective group agreed on at its latest join: shared_memory, gloo or nccl."""
         self.last_push: dict = {}
         """{"path", "bytes", "seconds"} of the latest push (benchmarks and logs)."""
 
@@ -82,13 +85,13 @@ class WeightSync:
         host, port = fetch([rank0.master_address.remote()])[0]
         manifest = fetch([rank0.weight_manifest.remote()])[0]
         world = 1 + len(engines) * s.tensor_parallel_size
-        refs = [rank0.join_weight_sync.remote(host, port, world, s.backend, s.timeout_s)]
+        refs = [rank0.join_weight_sync.remote(host, port, world, s.backend, s.timeout_s, s.shared_memory)]
         refs += [h.join_weight_sync.remote(host, port, world, 1 + i * s.tensor_parallel_size, manifest, s.bucket_mb,
                                            s.timeout_s, s.backend) for i, h in enumerate(engines.handles)]
-        wait_all(refs, s.timeout_s + JOIN_SLACK_S, fetch)
+        self.transport = wait_all(refs, s.timeout_s + JOIN_SLACK_S, fetch)[0]
         self.joined = True
-        logger.info("weight-sync group: policy rank 0 + %d engine worker(s) over %s at %s:%d, buckets of %d MB",
-                    world - 1, s.backend, host, port, s.bucket_mb)
+        logger.info("weight-sync group: policy rank 0 + %d engine worker(s) over %s (%s at %s:%d), buckets of %d MB",
+                    world - 1, self.transport, s.backend, host, port, s.bucket_mb)
 
     def _broadcast(self, policy, engines, version: int, fetch) -> int:
         s = self.settings

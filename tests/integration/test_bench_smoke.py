@@ -94,7 +94,8 @@ def test_weight_sync_bench_pushes_the_policy_through_both_paths(tiny_assets, ray
     lines = measure(str(tiny_assets.policy), "builtin", repeats=1)
     state_mb = sum(t.numel() * t.element_size() for t in load_causal_lm(str(tiny_assets.policy)).state_dict().values())
     rows = [dict(re.findall(r"([\w/]+)=\s*(\S+)", line)) for line in lines]
-    assert [(row["engine"], row["path"]) for row in rows] == [("builtin", "object_store"), ("builtin", "collective")]
+    assert [(row["engine"], row["path"], row.get("over")) for row in rows] == [
+        ("builtin", "object_store", None), ("builtin", "collective", "shared_memory"), ("builtin", "collective", "gloo")]
     for fields in rows:
         assert float(fields["MB"]) == pytest.approx(state_mb / 2**20, rel=0.05)  # the whole policy, each push
         assert float(fields["MB/s"]) > 0

@@ -31,12 +31,12 @@ def test_ppo_with_lora_and_folded_reference_trains_and_saves_loadable_adapters(t
     steps = 12
     cfg = tiny_config(tiny_assets, tmp_path, "model.lora.rank=16", "model.lora.alpha=32", TARGETS,
                       "model.lora.save_merged=true", "trainer.learning_rate=0.005", "trainer.save_steps=0",
-                      f"trainer.steps={steps}")
+                      f"trainer.steps={steps}", "rollout.weight_sync_shared_memory=false")
     with caplog.at_level(logging.INFO):
         summary = run_training(cfg)
     metrics = read_metrics(str(tmp_path))
-    # The merged weights went through the collective sync group, not the object store.
-    assert "weight-sync group: policy rank 0" in caplog.text
+    # The merged weights went through the collective sync group's sockets, not the object store.
+    assert "weight-sync group: policy rank 0 + 1 engine worker(s) over gloo" in caplog.text
     assert "sending it through the object store" not in caplog.text
     # No reference group: the policy without adapters is the reference, identical at the start ...
     assert summary["reference_folded"] and summary["actor_groups"] == 4

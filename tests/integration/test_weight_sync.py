@@ -4,7 +4,8 @@ The policy recomputes the engines' log-probs every step (algorithm.old_logprobs=
 `rollout/logprob_abs_diff` < 1e-4 on every step, while the policy moves away from its start, proves
 every push landed whole. One run covers two engines, two ZeRO-3 policy replicas (per-bucket gathers),
 placement.json's devices, and an engine killed mid-run that Ray restarts and that rejoins a rebuilt
-group. Merged LoRA pushes through the collective path: tests/integration/test_lora.py.
+group; every member is on this host, so the buckets travel through shared memory. Merged LoRA pushes
+through the group's sockets: tests/integration/test_lora.py.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_collective_sync_two_vllm_engines_zero3_and_an_engine_restart(tiny_asset
     assert all(m["kl/mean"] > 1e-3 for m in metrics[2:]), [m["kl/mean"] for m in metrics]
     assert killed and metrics[-1]["faults/actor_restarts"] >= 1
     # Built at the first push, and again for the restarted engine.
-    assert text.count("weight-sync group: policy rank 0 + 2 engine worker(s)") >= 2
+    assert text.count("weight-sync group: policy rank 0 + 2 engine worker(s) over shared_memory") >= 2
     placement = json.load(open(os.path.join(tmp_path, "placement.json")))
     for name, actors in placement.items():
         for where in actors:

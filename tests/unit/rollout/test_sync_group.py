@@ -1,7 +1,9 @@
 """The weight-sync group's pure parts (bucket plan, byte layout) and a real two-rank gloo push."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import pytest
 import torch
@@ -46,7 +48,8 @@ def test_unpack_views_each_tensor_at_an_aligned_offset_with_its_dtype():
     assert torch.equal(unpack(buffer, specs)[1][1], torch.full((2, 5), 1.5, dtype=torch.bfloat16))
 
 
-def test_two_ranks_push_buckets_over_gloo():
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["shared_memory", "gloo"])
+def test_two_ranks_push_buckets(shared_memory):
     # Rank 0 sends four tensors in buckets of 1 MB (b, 1.25 MB, is over the limit: a bucket alone);
     # rank 1 receives. One is sent transposed (not contiguous): it travels as its contiguous copy.
     weights = {"a": torch.randn(64, 64), "b": torch.randn(512, 640), "c": torch.randn(10),
@@ -56,12 +59,13 @@ def test_two_ranks_push_buckets_over_gloo():
     received: dict = {}
 
     def receiver():
-        group = SyncGroup("127.0.0.1", port, 1, 2, "gloo", 30, specs, 1, "cpu")
+        group = SyncGroup("127.0.0.1", port, 1, 2, "gloo", 30, specs, 1, "cpu")  # follows rank 0's choice
         received.update({name: t.clone() for name, t in group.receive()})
 
     thread = threading.Thread(target=receiver)
     thread.start()
-    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
+    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu", shared_memory)
+    assert sender.transport == ("shared_memory" if shared_memory else "gloo")
     assert sender.buckets == [[0], [1], [2, 3]]
     weights["a"] = weights["a"].t()
     sent = sender.send([[weights[specs[i].name] for i in b] for b in sender.buckets])
@@ -81,6 +85,65 @@ def test_vllm_cpu_thread_binding_splits_the_allowed_cores():
         cpu_thread_binding([0], 2)
 
 
+def test_a_member_that_cannot_map_the_shared_files_sends_everyone_back_to_gloo(monkeypatch):
+    # A receiver in another container sees no /dev/shm files of rank 0: the whole group falls back,
+    # the push still arrives, and rank 0's files are gone from /dev/shm either way.
+    from rlhf.rollout import shared_buckets
+
+    monkeypatch.setattr(shared_buckets, "open_buckets", lambda token, sizes: None)
+    created = []
+    real_create = shared_buckets.create_buckets
+    monkeypatch.setattr(shared_buckets, "create_buckets",
+                        lambda token, sizes: created.append(token) or real_create(token, sizes))
+    specs = [TensorSpec("a", (8, 8), "float32")]
+    weights = torch.randn(8, 8)
+    port = free_port()
+    groups: dict = {}
+
+    def receiver():
+        groups[1] = SyncGroup("127.0.0.1", port, 1, 2, "gloo", 30, specs, 1, "cpu")
+        groups["got"] = [t.clone() for _, t in groups[1].receive()]
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
+    sender.send([[weights]])
+    thread.join(timeout=30)
+    assert created and sender.transport == groups[1].transport == "gloo"
+    assert torch.equal(groups["got"][0], weights)
+    assert not os.path.exists(shared_buckets.bucket_file(created[0], 0))
+
+
+def test_shared_memory_files_are_unlinked_once_mapped_and_a_push_waits_for_the_last_to_be_read():
+    from rlhf.rollout import shared_buckets
+
+    specs = [TensorSpec("a", (16,), "float32"), TensorSpec("b", (4,), "bfloat16")]
+    port = free_port()
+    pushes = [[torch.randn(16), torch.randn(4).to(torch.bfloat16)] for _ in range(3)]
+    received: list = []
+    before = set(os.listdir(shared_buckets.SHARED_DIR))
+
+    def receiver():
+        group = SyncGroup("127.0.0.1", port, 1, 2, "gloo", 30, specs, 1, "cpu")
+        for _ in pushes:
+            got = []
+            for _, tensor in group.receive():
+                time.sleep(0.05)  # a slow loader: rank 0 must not write the next push over this one
+                got.append(tensor.clone())
+            received.append(got)
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
+    assert sender.transport == "shared_memory"
+    assert not set(os.listdir(shared_buckets.SHARED_DIR)) - before  # mapped, then unlinked
+    for tensors in pushes:
+        sender.send([tensors])
+    thread.join(timeout=30)
+    for got, want in zip(received, pushes, strict=True):
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_a_cpu_receiver_keeps_its_bucket_buffers_from_push_to_push():
     # Two pushes of different weights: the second lands where the first did (no fresh pages) and is
     # received whole; within a push each bucket has its own buffer (vLLM keeps views until a layer ends).
@@ -96,7 +159,7 @@ def test_a_cpu_receiver_keeps_its_bucket_buffers_from_push_to_push():
 
     thread = threading.Thread(target=receiver)
     thread.start()
-    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu")
+    sender = SyncGroup("127.0.0.1", port, 0, 2, "gloo", 30, specs, 1, "cpu", shared_memory=False)
     assert sender.buckets == [[0], [1]]
     for tensors in pushes:
         sender.send([[tensors[0]], [tensors[1]]])
