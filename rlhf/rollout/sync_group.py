@@ -90,6 +90,16 @@ def plan_spec_buckets(specs: list[TensorSpec], bucket_mb: int) -> list[list[int]
     return plan_buckets([aligned(s.nbytes) for s in specs], bucket_mb << 20)
 
 
+SIGNAL_BYTES = 16 << 20
+"""Shared buckets: rank 0 signals once per this many bytes written (a signal per small tensor cost
+more of rank 0's time than the copies, and a receiver still starts on the first group at once)."""
+
+
+def signal_groups(specs: list[TensorSpec]) -> list[list[int]]:
+    """The positions, within one bucket, that rank 0 writes before each signal."""
+    return plan_buckets([aligned(s.nbytes) for s in specs], SIGNAL_BYTES)
+
+
 def unpack(buffer: torch.Tensor, specs: list[TensorSpec]) -> list[tuple[str, torch.Tensor]]:
     """(name, tensor) views into `buffer`: each tensor at the next aligned offset, in order."""
     out, offset = [], 0
@@ -212,11 +222,13 @@ class SyncGroup:
             self._push_read = None
 
     def _write_shared(self, buffer: torch.Tensor, specs: list[TensorSpec], tensors: list[torch.Tensor]) -> list:
-        """Copy each tensor into its place in the shared bucket, then signal that it is there."""
+        """Copy the tensors into their places in the shared bucket, signalling each group once it is there."""
+        places = unpack(buffer, specs)
         signals = []
-        for (_, place), tensor, number in zip(unpack(buffer, specs), tensors, range(len(specs))):
-            place.copy_(tensor.detach())
-            signal = torch.tensor([number], dtype=torch.int64)
+        for group in signal_groups(specs):
+            for i in group:
+                places[i][1].copy_(tensors[i].detach())
+            signal = torch.zeros(1, dtype=torch.int64)
             signals.append((signal, self._start_broadcast(signal)))
         return signals
 
@@ -232,14 +244,17 @@ class SyncGroup:
             specs = [self.specs[i] for i in index]
             if self.shared_buckets is not None:
                 views = unpack(self.shared_buckets[position], specs)
-                arriving = [self._start_broadcast(torch.zeros(1, dtype=torch.int64)) for _ in views]
+                groups = signal_groups(specs)
+                arriving = [self._start_broadcast(torch.zeros(1, dtype=torch.int64)) for _ in groups]
             else:
                 buffer = self._bucket_buffer(position, sum(aligned(s.nbytes) for s in specs), reuse_buffer)
                 views = unpack(buffer, specs)
+                groups = [[i] for i in range(len(views))]
                 arriving = [self._start_broadcast(tensor) for _, tensor in views]
-            for (name, tensor), work in zip(views, arriving):
+            for group, work in zip(groups, arriving):
                 work.wait()
-                yield name, tensor
+                for i in group:
+                    yield views[i]
         self._start_push_read()  # the caller has let go of every view: rank 0 may write the next push
 
     def _bucket_buffer(self, position: int, size: int, reuse_buffer: bool) -> torch.Tensor:

@@ -114,8 +114,10 @@ def test_a_member_that_cannot_map_the_shared_files_sends_everyone_back_to_gloo(m
     assert not os.path.exists(shared_buckets.bucket_file(created[0], 0))
 
 
-def test_shared_memory_files_are_unlinked_once_mapped_and_a_push_waits_for_the_last_to_be_read():
-    from rlhf.rollout import shared_buckets
+def test_shared_memory_files_are_unlinked_once_mapped_and_a_push_waits_for_the_last_to_be_read(monkeypatch):
+    from rlhf.rollout import shared_buckets, sync_group
+
+    monkeypatch.setattr(sync_group, "SIGNAL_BYTES", ALIGN_BYTES)  # a signal per tensor: two per push
 
     specs = [TensorSpec("a", (16,), "float32"), TensorSpec("b", (4,), "bfloat16")]
     port = free_port()
