@@ -46,8 +46,8 @@ class TensorSpec:
 @dataclass(frozen=True)
 class SyncSettings:
     """How the driver pushes weights: rollout.weight_sync, its bucket size, the timeout, the backend
-    (nccl only when the policy and the engines both hold GPUs) and whether one host's CPU members may
-    share the buckets in memory."""
+    (nccl only when the policy and the engines hold GPUs of their own) and whether one host's CPU
+    members may share the buckets in memory."""
     mode: str
     bucket_mb: int
     timeout_s: float
@@ -59,7 +59,9 @@ class SyncSettings:
     def from_config(cfg) -> "SyncSettings":
         from rlhf.training.devices import process_group_backend
 
-        both_on_gpus = cfg.ray.policy.num_gpus > 0 and cfg.ray.rollout.num_gpus > 0
+        # NCCL cannot span two processes on one GPU, which is what `ray.colocate` makes of policy rank 0
+        # and engine 0: colocated pushes go through host memory (shared memory when on one host).
+        both_on_gpus = cfg.ray.policy.num_gpus > 0 and cfg.ray.rollout.num_gpus > 0 and not cfg.ray.colocate
         return SyncSettings(cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb, cfg.ray.collective_timeout_s,
                             process_group_backend(1 if both_on_gpus else 0), cfg.rollout.tensor_parallel_size,
                             cfg.rollout.weight_sync_shared_memory)

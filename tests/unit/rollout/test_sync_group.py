@@ -170,3 +170,14 @@ def test_a_cpu_receiver_keeps_its_bucket_buffers_from_push_to_push():
         assert all(torch.equal(tensor, w) for (tensor, _), w in zip(got, want))
     first, second = ([ptr for _, ptr in push] for push in received)
     assert first == second and first[0] != first[1]
+
+
+@pytest.mark.parametrize("colocate, backend", [(False, "nccl"), (True, "gloo")])
+def test_gpu_pushes_use_nccl_unless_colocated_where_one_gpu_holds_two_members(colocate, backend):
+    from rlhf.config import load
+    from rlhf.rollout.sync_group import SyncSettings
+
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "ppo_tiny.yaml")
+    cfg = load(config, ["ray.policy.num_gpus=0.5", "ray.rollout.num_gpus=0.5", f"ray.colocate={str(colocate).lower()}"])
+    assert SyncSettings.from_config(cfg).backend == backend
+    assert SyncSettings.from_config(load(config, [])).backend == "gloo"  # CPU
