@@ -130,7 +130,7 @@ class SyncGroup:
 
     `shared_memory` (rank 0's choice; the others follow it): when every member is on the CPU of one
     host, buckets travel through shared-memory files (rlhf.rollout.shared_buckets) and the group
-    carries one small signal per tensor; otherwise, or when any member cannot map rank 0's files,
+    carries one small signal per 16 MB written; otherwise, or when any member cannot map rank 0's files,
     each tensor is broadcast over the group itself."""
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float,
@@ -140,7 +140,7 @@ class SyncGroup:
         self.group, self._store = open_group(host, port, rank, world_size, backend, timeout_s)
         self.specs = specs
         self.buckets = plan_spec_buckets(specs, bucket_mb)
-        self._shared_buffer: torch.Tensor | None = None
+        self._one_buffer: torch.Tensor | None = None
         """A receiver's one buffer for every bucket, when its caller copies each tensor at once."""
         self._bucket_buffers: dict[int, torch.Tensor] = {}
         """A receiver's buffer per bucket position, kept between pushes on the CPU."""
@@ -240,7 +240,7 @@ class SyncGroup:
 
         `reuse_buffer`: the caller copies every tensor before asking for the next one, so one buffer
         serves every bucket; vLLM's loader may keep views until a layer is complete, so each bucket
-        of a push gets a buffer of its own. The views stay valid until the next push."""
+        of a push gets a buffer of its own. Either way the next push writes into the same memory."""
         self._wait_until_last_push_read()
         for position, index in enumerate(self.buckets):
             specs = [self.specs[i] for i in index]
@@ -264,9 +264,9 @@ class SyncGroup:
         pages cost a fault each (a fifth of a vLLM push of the 50M model on CPU); the CUDA caching
         allocator recycles freed device memory by itself, so a GPU keeps at most the shared buffer."""
         if reuse_buffer:
-            if self._shared_buffer is None or self._shared_buffer.numel() < size:
-                self._shared_buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
-            return self._shared_buffer[:size]
+            if self._one_buffer is None or self._one_buffer.numel() < size:
+                self._one_buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
+            return self._one_buffer[:size]
         if self.device.type != "cpu":
             return torch.empty(size, dtype=torch.uint8, device=self.device)
         if position not in self._bucket_buffers:
@@ -276,7 +276,7 @@ class SyncGroup:
     def close(self) -> None:
         self.group = None
         self._store = None
-        self._shared_buffer = None
+        self._one_buffer = None
         self._bucket_buffers = {}
         self.shared_buckets = None
         self._push_read = None

@@ -3,9 +3,9 @@
 `collective` (the default): one process group per run spans policy rank 0 and every engine worker
 (rank 0 = policy, then engine i's tensor-parallel workers at 1 + i * tp ...), built through its own
 TCPStore and port; when all of them run on the CPU of one host, the buckets themselves sit in shared
-memory and the group only signals. Each push fires the trainers' `broadcast_weights` (every replica: ZeRO-3 gathers
-one bucket at a time) and the engines' `receive_weights` together, so neither side waits on the other
-to be asked. Every wait has a timeout; a failed or timed-out push logs a warning, drops the group
+memory and the group only signals. Each push fires the trainers' `broadcast_weights` (every replica:
+ZeRO-3 gathers one bucket at a time) and the engines' `receive_weights` together, so neither side
+waits on the other to be asked. Every wait has a timeout; a failed or timed-out push logs a warning, drops the group
 (the next push rebuilds it, as after an engine restart) and sends this push through the object store.
 
 `object_store`: rank 0's full state dict as one safetensors byte string through Ray (msgspec refuses
