@@ -2,7 +2,7 @@
 
 When every member of the group runs on the CPU of one host and sees the same /dev/shm, rank 0 copies
 each tensor straight into a memory-mapped file that every member maps, and the group only carries a
-tiny signal per tensor. Over a socket each byte is copied twice more by the kernel (into the socket,
+tiny signal per 16 MB written. Over a socket each byte is copied twice more by the kernel (into the socket,
 out of it), and on a small machine those copies take the cores the engines' loaders need.
 
 The files are removed from /dev/shm as soon as every member has mapped them, so a crashed process

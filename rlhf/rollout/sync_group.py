@@ -140,6 +140,8 @@ class SyncGroup:
         self.group, self._store = open_group(host, port, rank, world_size, backend, timeout_s)
         self.specs = specs
         self.buckets = plan_spec_buckets(specs, bucket_mb)
+        self.bucket_bytes = [sum(aligned(specs[i].nbytes) for i in index) for index in self.buckets]
+        """Each bucket's size as laid out by `unpack`: its buffer, or its shared file."""
         self._one_buffer: torch.Tensor | None = None
         """A receiver's one buffer for every bucket, when its caller copies each tensor at once."""
         self._bucket_buffers: dict[int, torch.Tensor] = {}
@@ -156,15 +158,12 @@ class SyncGroup:
     def transport(self) -> str:
         return "shared_memory" if self.shared_buckets is not None else self.backend
 
-    def _bucket_sizes(self) -> list[int]:
-        return [sum(aligned(self.specs[i].nbytes) for i in index) for index in self.buckets]
-
     def _agree_on_shared_buckets(self, wanted: bool) -> list[torch.Tensor] | None:
         """Rank 0 creates the files and names them (when `wanted` there); each member maps them or says
         it cannot; all use them only if all can. Rank 0 then removes the names (the mappings stay)."""
         from rlhf.rollout import shared_buckets
 
-        sizes = self._bucket_sizes()
+        sizes = self.bucket_bytes
         if not sizes:
             return None
         token = torch.zeros(1, dtype=torch.int64)
@@ -249,7 +248,7 @@ class SyncGroup:
                 groups = signal_groups(specs)
                 arriving = [self._start_broadcast(torch.zeros(1, dtype=torch.int64)) for _ in groups]
             else:
-                buffer = self._bucket_buffer(position, sum(aligned(s.nbytes) for s in specs), reuse_buffer)
+                buffer = self._bucket_buffer(position, self.bucket_bytes[position], reuse_buffer)
                 views = unpack(buffer, specs)
                 groups = [[i] for i in range(len(views))]
                 arriving = [self._start_broadcast(tensor) for _, tensor in views]
