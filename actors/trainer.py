@@ -13,6 +13,7 @@ from rlhf.config import Config
 from rlhf.data.batching import collate_sft
 from rlhf.data.pretrain_mix import ptx_examples, ptx_indices, read_ptx_lines
 from rlhf.evaluation.probe import run_probe
+from rlhf.models.compile import compile_blocks
 from rlhf.models.forward import in_micro_batches, policy_logprobs, response_values
 from rlhf.models.adapters import (adapter_parameter_bytes, adapters_disabled, apply_peft, frozen_parameter_bytes,
                                   is_peft)
@@ -101,6 +102,8 @@ class TrainingActor:
                 module = apply_peft(module, cfg.model, "SEQ_CLS", quantized=quantization != "none")
         if cfg.trainer.gradient_checkpointing:
             enable_gradient_checkpointing(module)
+        if cfg.trainer.compile:
+            compile_blocks(module)
         self.model = DeepSpeedModel(module, ds_config)
         tokenizer_path = (cfg.model.reward_path or cfg.model.path) if self.role == "reward" else cfg.model.path
         self.tokenizer = load_tokenizer(tokenizer_path, cfg.model.trust_remote_code)
@@ -109,6 +112,8 @@ class TrainingActor:
         if self.role == "policy" and reference_copy_in_policy(cfg):
             # Outside DeepSpeed: frozen, never partitioned, never saved; only the reference log-probs use it.
             self.reference_model = load_reference_model(cfg.model, self.device)
+            if cfg.trainer.compile:
+                compile_blocks(self.reference_model)
 
     @torch.no_grad()
     def forward(self, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:

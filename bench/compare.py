@@ -209,6 +209,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sides", nargs="+", choices=("ours", "trl"), default=["ours", "trl"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra `rlhf train --set` for our side (e.g. ray.policy.replicas=2)")
+    parser.add_argument("--trl-compile", choices=("off", "blocks", "trainer"), default="off",
+                        help="TRL's side compiled: its blocks as our trainer.compile does, or by the HF Trainer")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per side per repeat")
     parser.add_argument("--work-dir", help="keep configs, logs and outputs here (default: a temporary folder)")
     parser.add_argument("--no-append", action="store_true", help=f"do not append to {RESULTS}")
@@ -230,6 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             work = os.path.join(work_root, f"r{repeat}")
             os.makedirs(work, exist_ok=True)
             s = make_settings(args.algo, args.size, args.precision, args.steps, assets_root, work)
+            s.trl_compile = args.trl_compile
             started = time.perf_counter()
             run = run_ours(s, work, args.timeout, args.overrides) if side == "ours" else run_trl(s, work, args.timeout)
             runs[side].append(run)

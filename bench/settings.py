@@ -57,6 +57,9 @@ class BenchSettings:
     gae_lambda: float = 0.95
     dpo_beta: float = 0.1
     seed: int = 0
+    trl_compile: str = "off"
+    """TRL's side: `off`, `blocks` (its models' blocks compiled as our `trainer.compile` does) or `trainer`
+    (TrainingArguments' `torch_compile`)."""
 
     def __post_init__(self) -> None:
         if not self.mini_batch_size:

@@ -87,6 +87,20 @@ def common_training_args(settings: dict, output_dir: str) -> dict:
     )
 
 
+def compile_models(settings: dict, *models) -> dict:
+    """The row's `trl_compile` (`bench.compare --trl-compile`). `blocks`: each model's transformer blocks
+    compiled in place the way our `trainer.compile` does it (the same function); `trainer`: the
+    TrainingArguments switch, the HF Trainer compiling the whole trained model. Returns the extra
+    TrainingArguments."""
+    mode = settings.get("trl_compile", "off")
+    if mode == "blocks":
+        from rlhf.models.compile import compile_blocks
+
+        for model in models:
+            compile_blocks(model)
+    return {"torch_compile": True} if mode == "trainer" else {}
+
+
 def silence() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 
-from bench.trl_common import Recorder, common_training_args, read_settings, silence, torch_dtype
+from bench.trl_common import Recorder, common_training_args, compile_models, read_settings, silence, torch_dtype
 
 
 def main() -> None:
@@ -56,6 +56,7 @@ def main() -> None:
         max_steps=s["steps"],
         beta=s["dpo_beta"],
         max_length=256,
+        **compile_models(s, model),
     )
     step_times = recorder.callback()
     original = step_times.on_step_end

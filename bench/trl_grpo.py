@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from bench.trl_common import Recorder, common_training_args, read_prompts, read_settings, silence, torch_dtype
+from bench.trl_common import (Recorder, common_training_args, compile_models, read_prompts, read_settings, silence,
+                              torch_dtype)
 
 
 def main() -> None:
@@ -48,6 +49,7 @@ def main() -> None:
         beta=s["kl_coef"],
         use_vllm=False,
         log_completions=False,
+        **compile_models(s, model),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=letters, args=args, train_dataset=data,
                           processing_class=tokenizer, callbacks=[recorder.callback(s["ppo_epochs"])])

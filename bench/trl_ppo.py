@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from bench.trl_common import Recorder, common_training_args, read_prompts, read_settings, silence, torch_dtype
+from bench.trl_common import (Recorder, common_training_args, compile_models, read_prompts, read_settings, silence,
+                              torch_dtype)
 
 
 class LetterRewardMarker(torch.nn.Module):
@@ -75,6 +76,7 @@ def main() -> None:
         gamma=s["gamma"], lam=s["gae_lambda"],
         whiten_rewards=False,
         num_sample_generations=0,
+        **compile_models(s, policy, value),
     )
     trainer = ppo_module.PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=reference,
                                     reward_model=marker, train_dataset=data, value_model=value,
