@@ -49,3 +49,19 @@ def test_table_reports_ratio_of_ours_to_trl():
 def test_table_row_says_why_a_side_is_missing():
     table = comparison_table("dpo tiny fp32", 32, {"error": "not available in this checkout"}, _side(20.0, 1.0))
     assert "| ours | not available in this checkout |" in table and "ours / TRL" not in table
+
+
+@pytest.mark.parametrize("mode", ["off", "blocks", "trainer"])
+def test_trl_compile_reaches_the_trl_side(mode):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.trl_common import compile_models
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    extra = compile_models({"trl_compile": mode}, model)
+    assert extra == ({"torch_compile": True} if mode == "trainer" else {})
+    # nn.Module.compile wraps the call lazily: blocks marked here compile at their first forward.
+    marked = [layer._compiled_call_impl is not None for layer in model.model.layers]
+    assert marked == [mode == "blocks"] * 2
+    assert make_settings("grpo", "tiny", "fp32", 1, "/a", "/w").to_json()["trl_compile"] == "off"
