@@ -1,6 +1,6 @@
 """Which modules `trainer.compile` compiles (rlhf/models/compile.py), and the settings it refuses.
 
-Compiling itself runs in tests/integration/test_compile.py: it needs inductor and a C++ compiler."""
+Compiling itself runs in tests/integration/test_compiled_training.py: it needs inductor and a C++ compiler."""
 from __future__ import annotations
 
 import pytest
